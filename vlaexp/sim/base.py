@@ -1,0 +1,113 @@
+"""The simulation contract every task suite implements.
+
+A :class:`TaskSuite` knows its tasks (ids, language instructions, fixed evaluation seeds),
+its horizon and cameras, and builds one :class:`SimEnv` per task. Offline suites also
+provide a scripted :class:`Expert` that acts from privileged simulator state.
+
+Observations follow LIBERO's contract as LeRobot and openpi consume it::
+
+    obs = {
+        "images": {"agentview": uint8[H, W, 3], "wrist": uint8[H, W, 3]},  # selected cameras
+        "state": float32[8],  # eef xyz, eef axis-angle (3), two finger positions
+    }
+
+Actions are float32[7] in [-1, 1]: xyz delta, rotation delta (axis-angle), gripper
+(-1 open, +1 close), as LIBERO's OSC_POSE controller interprets them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from vlaexp.errors import ConfigError
+
+ACTION_DIM = 7
+STATE_DIM = 8
+CAMERA_NAMES = ("agentview", "wrist")
+
+
+@dataclass
+class StepResult:
+    """What :meth:`SimEnv.step` returns (gymnasium's 5-tuple, named)."""
+
+    obs: dict[str, Any]
+    reward: float
+    terminated: bool  # the task's success predicate holds
+    truncated: bool  # the horizon ran out
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class SimEnv(ABC):
+    """One task's environment. Build it in the process that uses it (after fork)."""
+
+    task_id: int
+    instruction: str
+    max_steps: int
+    cameras: tuple[str, ...]
+
+    @abstractmethod
+    def reset(self, seed: int) -> dict[str, Any]:
+        """Sample the initial layout deterministically from ``seed``; return the first obs."""
+
+    @abstractmethod
+    def step(self, action: np.ndarray) -> StepResult:
+        """Apply one float32[7] action in [-1, 1] (values outside are clipped) at 20 Hz."""
+
+    @abstractmethod
+    def is_success(self) -> bool:
+        """The task's success predicate, evaluated on the current simulator state."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Free renderers and simulator handles."""
+
+    def __enter__(self) -> SimEnv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Expert(ABC):
+    """A scripted policy acting from privileged state of the env it was built for."""
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Forget the plan; call after every ``env.reset``."""
+
+    @abstractmethod
+    def act(self, obs: dict[str, Any]) -> np.ndarray:
+        """Return the next float32[7] action in [-1, 1]."""
+
+
+class TaskSuite(ABC):
+    """A benchmark suite: tasks, horizons, cameras, instruction text and (maybe) experts."""
+
+    name: str
+    max_steps: int
+    fps: int = 20
+
+    @property
+    @abstractmethod
+    def task_ids(self) -> list[int]:
+        """Ids of the suite's tasks, ``0..n_tasks-1``."""
+
+    @abstractmethod
+    def instruction(self, task_id: int) -> str:
+        """The language instruction of one task."""
+
+    @abstractmethod
+    def eval_seeds(self, task_id: int) -> list[int]:
+        """The fixed evaluation seeds (init states) of one task, like LIBERO's init states."""
+
+    @abstractmethod
+    def make_env(self, task_id: int) -> SimEnv:
+        """Build the env of one task with the suite's cameras, resolution and perturbations."""
+
+    def make_expert(self, env: SimEnv) -> Expert:
+        """A scripted expert for ``env``; suites without one raise a clear error."""
+        raise ConfigError(f"task suite '{self.name}' has no scripted expert")
