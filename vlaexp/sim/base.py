@@ -28,6 +28,7 @@ from vlaexp.errors import ConfigError
 ACTION_DIM = 7
 STATE_DIM = 8
 CAMERA_NAMES = ("agentview", "wrist")
+_SEED_STRIDE = 1_000_000
 
 
 @dataclass
@@ -100,9 +101,20 @@ class TaskSuite(ABC):
     def instruction(self, task_id: int) -> str:
         """The language instruction of one task."""
 
-    @abstractmethod
+    n_eval_seeds: int = 50
+
     def eval_seeds(self, task_id: int) -> list[int]:
-        """The fixed evaluation seeds (init states) of one task, like LIBERO's init states."""
+        """The fixed evaluation seeds (init states) of one task, like LIBERO's init states.
+
+        Evaluation and training seeds come from disjoint ranges, so demonstrations never
+        share an initial layout with the episodes a policy is judged on.
+        """
+        return [_SEED_STRIDE * (task_id + 1) + i for i in range(self.n_eval_seeds)]
+
+    def train_seeds(self, task_id: int, n: int, offset: int = 0) -> list[int]:
+        """``n`` seeds for demonstrations of one task, disjoint from :meth:`eval_seeds`."""
+        start = _SEED_STRIDE * (task_id + 1) + _SEED_STRIDE // 2 + offset
+        return list(range(start, start + n))
 
     @abstractmethod
     def make_env(self, task_id: int) -> SimEnv:
