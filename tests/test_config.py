@@ -1,0 +1,189 @@
+"""Every config composes, every experiment builds its parts, and bad input is explained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+
+from vlaexp.config.compose import (
+    check_overrides,
+    compose_config,
+    group_options,
+    resolved_run_config,
+)
+from vlaexp.errors import ConfigError
+
+EXPERIMENTS = sorted(
+    p.stem for p in (Path(__file__).parents[1] / "conf" / "experiment").glob("*.yaml")
+)
+
+
+def _resolved(overrides: list[str], tmp_path: Path):
+    return resolved_run_config(overrides, tmp_path / "run", cwd=tmp_path)
+
+
+def test_experiment_files_are_found() -> None:
+    assert "quickstart" in EXPERIMENTS
+    assert group_options("experiment") == EXPERIMENTS
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_builds_policy_datamodule_trainer(
+    experiment: str, tiny_data: list[str], tmp_path: Path
+) -> None:
+    cfg = _resolved([f"+experiment={experiment}", "debug=fdr", *tiny_data, "logger=csv"], tmp_path)
+    assert cfg.name == experiment and cfg.debug_mode == "fdr"
+    from vlaexp.data.datamodule import datamodule_from_config
+    from vlaexp.policies.factory import make_policy
+    from vlaexp.training.trainer import build_trainer
+
+    dm = datamodule_from_config(cfg.data, cfg.policy)
+    dm.setup("fit")
+    policy = make_policy(cfg.policy, dataset_stats=dm.stats)
+    trainer = build_trainer(cfg)
+    assert trainer.fast_dev_run == 1
+    batch = next(iter(dm.train_dataloader()))
+    for cam in cfg.policy.cameras:
+        assert batch[f"observation.images.{cam}"].shape[-2:] == (cfg.policy.image_size,) * 2
+    loss, _ = policy(batch)
+    assert loss.ndim == 0 and loss.requires_grad
+
+
+def test_every_group_option_composes() -> None:
+    for group in (
+        "policy",
+        "task_suite",
+        "camera",
+        "tokenizer",
+        "data",
+        "trainer",
+        "logger",
+        "callbacks",
+        "debug",
+    ):
+        for option in group_options(group):
+            cfg = compose_config([f"{group}={option}"])
+            assert cfg is not None
+
+
+def test_experiment_is_not_in_defaults() -> None:
+    cfg = compose_config([])
+    assert cfg.name == "adhoc"
+    assert compose_config(["+experiment=quickstart"]).name == "quickstart"
+
+
+def test_trainer_presets_set_what_they_promise() -> None:
+    cpu = compose_config(["trainer=cpu"]).trainer
+    assert (cpu.accelerator, cpu.devices, cpu.gradient_clip_val) == ("cpu", 1, 1.0)
+    assert compose_config(["trainer=ddp"]).trainer.strategy == "ddp"
+    fsdp = compose_config(["trainer=fsdp"]).trainer
+    assert fsdp.strategy._target_.endswith("FSDPStrategy") and fsdp.precision == "bf16-mixed"
+
+
+def test_wandb_is_offline_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert compose_config([]).logger.wandb.mode == "offline"
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert compose_config([]).logger.wandb.mode == "online"
+    assert compose_config(["logger.wandb.mode=disabled"]).logger.wandb.mode == "disabled"
+
+
+def test_loggers_and_callbacks_are_removable() -> None:
+    cfg = compose_config(["logger=none", "callbacks.lr_monitor=null"])
+    assert len(cfg.logger) == 0
+    assert cfg.callbacks.lr_monitor is None and cfg.callbacks.step_checkpoint is not None
+
+
+def test_callbacks_and_csv_logger_instantiate(tmp_path: Path) -> None:
+    cfg = _resolved(["logger=csv"], tmp_path)
+    from vlaexp.training.checkpoint import StepCheckpoint
+    from vlaexp.training.trainer import build_callbacks
+
+    callbacks = build_callbacks(cfg)
+    assert any(isinstance(c, StepCheckpoint) for c in callbacks)
+    logger = instantiate(cfg.logger.csv)
+    assert (
+        Path(logger.log_dir).parent == tmp_path / "run" / "csv"
+        or tmp_path in Path(logger.log_dir).parents
+    )
+
+
+# ---- bad input ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            ["+experiment=quickstrat"],
+            ["Unknown experiment 'quickstrat'", "Did you mean 'quickstart'", "quickstart"],
+        ),
+        (["policy=bcc"], ["Unknown policy option 'bcc'", "Did you mean 'bc'"]),
+        (["trainer=cpu,gpux"], ["Unknown trainer option 'gpux'", "Did you mean 'gpu'"]),
+        (["camera=agentvew"], ["Did you mean 'agentview'", "both", "wrist"]),
+        (
+            ["policy.hiden_dim=3"],
+            ["Unknown config key 'policy.hiden_dim'", "Did you mean 'policy.hidden_dim'"],
+        ),
+        (["policy.lr=0.1"], ["'policy.lr'", "Did you mean 'policy.optimizer.lr'"]),
+        (["trainer.max_step=5"], ["'trainer.max_step'", "Did you mean 'trainer.max_steps'"]),
+        (["seed=abc"], ["Wrong type for config key 'seed'", "Integer"]),
+        (
+            ["policy.optimizer.lr=fast"],
+            ["Wrong type for config key 'policy.optimizer.lr'", "Float"],
+        ),
+        (["+experiment=quickstart", "data.batch_size=big"], ["'data.batch_size'"]),
+    ],
+)
+def test_bad_overrides_are_explained(overrides: list[str], expected: list[str]) -> None:
+    with pytest.raises(ConfigError) as err:
+        check_overrides(overrides)
+    for text in expected:
+        assert text in str(err.value)
+
+
+def test_good_overrides_pass() -> None:
+    check_overrides(
+        ["+experiment=quickstart", "policy.hidden_dim=64", "camera=agentview,wrist", "seed=3"]
+    )
+
+
+def test_unknown_stage_is_explained() -> None:
+    from vlaexp.pipeline.registry import validate_stages
+
+    with pytest.raises(ConfigError, match=r"Unknown stage 'trian'\. Did you mean 'train'"):
+        validate_stages(["collect", "trian"])
+
+
+def test_missing_dataset_root_names_path_and_setting(tmp_path: Path) -> None:
+    from vlaexp.data.datamodule import datamodule_from_config
+
+    cfg = _resolved(["data=lerobot", f"data.root={tmp_path}/nope", "data.repo_id=x/y"], tmp_path)
+    with pytest.raises(FileNotFoundError) as err:
+        datamodule_from_config(cfg.data, cfg.policy)
+    assert f"{tmp_path}/nope" in str(err.value) and "data.root" in str(err.value)
+
+
+def test_missing_camera_key_lists_dataset_images(tiny_data: list[str], tmp_path: Path) -> None:
+    from vlaexp.data.datamodule import datamodule_from_config
+
+    cfg = _resolved([*tiny_data, "data.camera_keys.wrist=observation.images.hand"], tmp_path)
+    with pytest.raises(ConfigError, match=r"data.camera_keys.wrist.*observation.images.agentview"):
+        datamodule_from_config(cfg.data, cfg.policy)
+
+
+def test_missing_checkpoint_names_path_and_setting(tmp_path: Path) -> None:
+    from vlaexp.policies.factory import load_pretrained
+
+    with pytest.raises(FileNotFoundError) as err:
+        load_pretrained(tmp_path / "no_run", setting="eval.policy_path")
+    assert "no_run" in str(err.value) and "eval.policy_path" in str(err.value)
+
+
+def test_policy_state_dim_mismatch_names_setting(tiny_overrides: list[str], tmp_path: Path) -> None:
+    from vlaexp.data.datamodule import datamodule_from_config
+    from vlaexp.pipeline.train import check_dims
+
+    cfg = _resolved([*tiny_overrides, "policy.state_dim=9"], tmp_path)
+    with pytest.raises(ConfigError, match=r"policy.state_dim=9 .* 8 dims"):
+        check_dims(cfg.policy, datamodule_from_config(cfg.data, cfg.policy))

@@ -1,0 +1,177 @@
+"""The shared Trainer, LeRobot-layout checkpoints, pretrained round trips and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from vlaexp.config.compose import resolved_run_config
+from vlaexp.data.datamodule import datamodule_from_config
+from vlaexp.policies.factory import load_pretrained, make_policy
+from vlaexp.training.checkpoint import LeRobotCheckpointIO
+from vlaexp.training.trainer import build_trainer
+
+
+def _setup(overrides: list[str], run_dir: Path):
+    cfg = resolved_run_config(overrides, run_dir)
+    torch.manual_seed(cfg.seed)  # as run_experiment seeds before building anything
+    dm = datamodule_from_config(cfg.data, cfg.policy)
+    dm.setup("fit")
+    policy = make_policy(cfg.policy, dataset_stats=dm.stats)
+    return cfg, dm, policy
+
+
+def _params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_fast_dev_run_trains_one_step_and_saves_nothing(
+    tiny_overrides: list[str], tmp_path: Path
+) -> None:
+    cfg, dm, policy = _setup([*tiny_overrides, "debug=fdr", "logger=csv"], tmp_path / "run")
+    before = _params(policy)
+    trainer = build_trainer(cfg)
+    trainer.fit(policy, datamodule=dm)
+    assert trainer.global_step == 1
+    changed = [
+        k
+        for k, v in policy.state_dict().items()
+        if v.dtype.is_floating_point and not torch.equal(v, before[k])
+    ]
+    assert any(k.startswith("head.") for k in changed)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_checkpoints_have_lerobot_layout_and_reload_exactly(
+    tiny_overrides: list[str], tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    cfg, dm, policy = _setup(
+        [
+            *tiny_overrides,
+            "logger=csv",
+            "trainer.max_steps=4",
+            "callbacks.step_checkpoint.save_freq=2",
+        ],
+        run,
+    )
+    policy.train_config_yaml = "name: test\n"
+    trainer = build_trainer(cfg)
+    trainer.fit(policy, datamodule=dm)
+    ckpts = run / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["000002", "000004", "last"]
+    assert os.readlink(ckpts / "last") == "000004"  # relative link
+    pretrained = ckpts / "last" / "pretrained_model"
+    assert {p.name for p in pretrained.iterdir()} == {
+        "config.json",
+        "model.safetensors",
+        "normalization_stats.safetensors",
+        "train_config.yaml",
+    }
+    state = ckpts / "000004" / "training_state"
+    assert json.loads((state / "training_step.json").read_text())["step"] == 4
+    assert {p.name for p in state.iterdir()} >= {
+        "optimizer_state.safetensors",
+        "optimizer_param_groups.json",
+        "scheduler_state.json",
+        "rng_state.safetensors",
+    }
+    assert json.loads((pretrained / "config.json").read_text())["type"] == "bc"
+
+    loaded = load_pretrained(run)  # a run dir resolves to checkpoints/last/pretrained_model
+    for k, v in policy.state_dict().items():
+        assert torch.equal(v.cpu(), loaded.state_dict()[k]), k
+    batch = next(iter(dm.val_dataloader()))
+    policy.eval()
+    torch.testing.assert_close(
+        policy.predict_action_chunk(batch), loaded.predict_action_chunk(batch)
+    )
+    # Statistics travel with the weights: the loaded normalizer is the dataset's.
+    torch.testing.assert_close(
+        loaded.normalizer.action__mean,
+        torch.as_tensor(dm.stats["action"]["mean"], dtype=torch.float32),
+    )
+
+
+def test_checkpoint_io_round_trips_optimizer_scheduler_and_rng(tmp_path: Path) -> None:
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    sched = torch.optim.lr_scheduler.StepLR(opt, 1)
+    sched.step()
+    ckpt = {
+        "state_dict": model.state_dict(),
+        "optimizer_states": [opt.state_dict()],
+        "lr_schedulers": [sched.state_dict()],
+        "global_step": 7,
+        "epoch": 2,
+        "loops": {"x": 1},
+        "vlaexp": {"policy_config": {"type": "bc"}, "train_config": None},
+    }
+    io = LeRobotCheckpointIO()
+    torch.manual_seed(123)
+    io.save_checkpoint(ckpt, tmp_path / "000007")
+    expected_next = torch.rand(3)
+    back = io.load_checkpoint(tmp_path / "000007")
+    assert back["global_step"] == 7 and back["epoch"] == 2 and back["loops"] == {"x": 1}
+    opt2 = torch.optim.AdamW(torch.nn.Linear(3, 2).parameters(), lr=1e-3)
+    opt2.load_state_dict(back["optimizer_states"][0])
+    for k, v in opt.state_dict()["state"][0].items():
+        torch.testing.assert_close(opt2.state_dict()["state"][0][k], v)
+    assert back["lr_schedulers"][0]["last_epoch"] == 1
+    from vlaexp.training.checkpoint import restore_rng_state
+
+    torch.manual_seed(0)
+    restore_rng_state(*back["vlaexp"]["rng_state"])
+    assert torch.equal(torch.rand(3), expected_next)
+    assert not (tmp_path / "000007.tmp").exists()
+
+
+def test_resume_continues_steps_optimizer_and_matches_uninterrupted_run(
+    tiny_overrides: list[str], tmp_path: Path
+) -> None:
+    # One batch per epoch (batch >= train frames) makes the trajectory independent of
+    # shuffling, so a resumed run must end exactly where an uninterrupted one does.
+    base = [
+        *tiny_overrides,
+        "logger=csv",
+        "data.batch_size=256",
+        "callbacks.step_checkpoint.save_freq=3",
+    ]
+    cfg, dm, straight = _setup([*base, "trainer.max_steps=6"], tmp_path / "straight")
+    build_trainer(cfg).fit(straight, datamodule=dm)
+
+    run = tmp_path / "resumed"
+    cfg, dm, first = _setup([*base, "trainer.max_steps=3"], run)
+    build_trainer(cfg).fit(first, datamodule=dm)
+    cfg, dm, second = _setup([*base, "trainer.max_steps=6"], run)
+    trainer = build_trainer(cfg)
+    trainer.fit(second, datamodule=dm, ckpt_path=run / "checkpoints" / "last")
+    assert trainer.global_step == 6
+    adam_steps = {float(s["step"]) for s in trainer.optimizers[0].state.values()}
+    assert adam_steps == {6.0}
+    assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == 6
+    for k, v in straight.state_dict().items():
+        torch.testing.assert_close(second.state_dict()[k], v)
+    assert os.readlink(run / "checkpoints" / "last") == "000006"
+
+
+def test_load_pretrained_rejects_mismatched_weights(
+    tiny_overrides: list[str], tmp_path: Path
+) -> None:
+    import pytest
+
+    from vlaexp.errors import VlaexpError
+
+    _, _, policy = _setup(tiny_overrides, tmp_path / "run")
+    out = policy.save_pretrained(tmp_path / "pm")
+    config = json.loads((out / "config.json").read_text())
+    config["hidden_dim"] = 64  # the weights were made for 32
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises((VlaexpError, RuntimeError)) as err:
+        load_pretrained(out)
+    assert "head" in str(err.value)

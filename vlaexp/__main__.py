@@ -1,0 +1,3 @@
+from vlaexp.app import main
+
+main()

@@ -1,0 +1,140 @@
+"""The entry point: ``python -m vlaexp +experiment=NAME [overrides]`` (or ``vlaexp ...``).
+
+It checks the command line (clear errors before Hydra starts), composes the config,
+claims the run dir, prints and saves the resolved config tree on rank 0, and runs the
+experiment's stages in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra._internal.utils import get_args_parser
+from omegaconf import DictConfig, OmegaConf
+
+from vlaexp.config.compose import (
+    USER_GROUPS,
+    check_overrides,
+    experiment_descriptions,
+    group_options,
+)
+from vlaexp.config.store import register_configs
+from vlaexp.errors import VlaexpError
+from vlaexp.pipeline.job import SweepSummary, task_wrapper
+from vlaexp.pipeline.registry import STAGES, get_stage, validate_stages
+
+__all__ = ["SweepSummary", "main", "run_experiment"]
+
+log = logging.getLogger("vlaexp")
+
+USAGE = """\
+vlaexp: Hydra-configured experiments for Vision-Language-Action robot policies.
+
+Usage:
+  python -m vlaexp +experiment=NAME [group=option ...] [key=value ...]
+  python -m vlaexp -m +experiment=NAME policy=bc,pi0_tiny seed=0,1     # a sweep
+  python -m vlaexp +experiment=NAME hydra.run.dir=<run dir> resume=true  # continue a run
+
+Inspect without running: add `--cfg job` (composed config) or `--cfg job --resolve`.
+Hydra's own flags: `--hydra-help`.
+"""
+
+
+def print_help() -> None:
+    lines = [USAGE, "Experiments (+experiment=NAME):"]
+    descriptions = experiment_descriptions()
+    width = max((len(n) for n in descriptions), default=0)
+    lines += [f"  {name:<{width}}  {desc}" for name, desc in descriptions.items()]
+    lines += ["", "Config groups (group=option):"]
+    for group in USER_GROUPS:
+        if group == "experiment":
+            continue
+        lines.append(f"  {group}: {', '.join(group_options(group))}")
+    lines += ["", f"Stages (stages=[...]): {', '.join(STAGES)}"]
+    print("\n".join(lines))
+
+
+def save_config_tree(cfg: DictConfig, run_dir: Path, print_tree: bool) -> None:
+    """Print the resolved config as a rich tree and save it (and plain YAML) in the run dir."""
+    import rich
+    import rich.syntax
+    import rich.tree
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank != 0:
+        return
+    tree = rich.tree.Tree("CONFIG", style="bold", guide_style="dim")
+    for key, value in cfg.items():
+        branch = tree.add(str(key), style="bold cyan")
+        text = OmegaConf.to_yaml(value) if isinstance(value, DictConfig) else str(value)
+        branch.add(rich.syntax.Syntax(text, "yaml"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    with open(run_dir / "config_tree.log", "w") as f:
+        rich.print(tree, file=f)
+    if print_tree:
+        rich.print(tree)
+
+
+@task_wrapper
+def run_experiment(cfg: DictConfig) -> dict[str, Any]:
+    """Run the experiment described by ``cfg``; return its metrics."""
+    from vlaexp.pipeline.rundir import claim_run_dir
+
+    OmegaConf.resolve(cfg)  # once: every stage sees the same values
+    validate_stages(cfg.stages)
+    run_dir = Path(cfg.paths.output_dir)
+    resume_from = claim_run_dir(run_dir, resume=cfg.resume)  # before the slow imports below
+
+    import lightning.pytorch as pl
+
+    from vlaexp.pipeline.context import RunContext
+
+    save_config_tree(cfg, run_dir, cfg.print_config)
+    pl.seed_everything(cfg.seed, workers=True)
+    ctx = RunContext(cfg=cfg, run_dir=run_dir)
+    if resume_from is not None:
+        ctx.artifacts["resume_from"] = resume_from
+    for name in cfg.stages:
+        log.info("Stage %s", name)
+        get_stage(name)(ctx)
+    log.info("Done: %s", run_dir)
+    return ctx.metrics
+
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="pkg://vlaexp.conf", config_name="config")
+def _hydra_main(cfg: DictConfig) -> Any:
+    return run_experiment(cfg)
+
+
+def main() -> None:
+    args = get_args_parser().parse_args(sys.argv[1:])
+    if args.help:
+        print_help()
+        return
+    hydra_only = args.hydra_help or args.info or args.shell_completion or args.experimental_rerun
+    if not hydra_only:
+        try:
+            check_overrides(args.overrides)
+        except VlaexpError as e:
+            print(f"vlaexp: error: {e}", file=sys.stderr)
+            sys.exit(2)
+    _hydra_main()
+    if SweepSummary.failed:
+        names = ", ".join(SweepSummary.failed)
+        print(
+            f"vlaexp: error: {len(SweepSummary.failed)} sweep job(s) failed: {names}",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Structured configs of the `data` group and the evaluation settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class CollectConfig:
+    """How the `collect` stage records scripted demonstrations of the task suite."""
+
+    episodes_per_task: int = 20
+    seed_offset: int = 0  # shifts the training seeds (never overlaps the eval seeds)
+    use_videos: bool = True  # mp4 per camera (compact) instead of PNG frames
+    keep_failures: bool = True  # failed episodes are kept and flagged `success=False`
+
+
+@dataclass
+class DataConfig:
+    """A LeRobotDataset (v3): recorded by `collect`, on local disk, or on the hub.
+
+    With ``source: collect`` the dataset is the content-addressed output of the collect
+    stage. With ``source: lerobot`` it is read from ``root`` when set, else from the hub
+    repo ``repo_id`` (cached under ``$HF_LEROBOT_HOME``).
+    """
+
+    name: str = "tabletop"
+    source: str = "collect"  # collect | lerobot
+    repo_id: Any = None  # e.g. "lerobot/libero_spatial_image"
+    root: Any = None  # local dataset root; overrides the hub cache
+    camera_keys: dict[str, str] = field(
+        default_factory=lambda: {
+            "agentview": "observation.images.agentview",
+            "wrist": "observation.images.wrist",
+        }
+    )
+    state_key: str = "observation.state"
+    action_key: str = "action"
+    train_success_only: bool = True  # behaviour cloning learns from successful episodes
+    split: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train/val/test
+    split_seed: int = 0
+    batch_size: int = 32
+    num_workers: int = 2
+    pin_memory: bool = True
+    video_backend: Any = None  # None lets LeRobot choose (torchcodec, else pyav)
+    collect: CollectConfig = field(default_factory=CollectConfig)
+
+
+@dataclass
+class EvalConfig:
+    """Closed-loop evaluation in the task suite (the `eval` stage and the sim-eval callback)."""
+
+    policy_path: Any = None  # a pretrained_model dir; None uses the policy trained in this run
+    task_ids: Any = None  # list of task ids; None = every task of the suite
+    n_episodes: int = 10  # per task, taken in order from the suite's fixed eval seeds
+    n_videos: int = 2  # mp4s written for the first k episodes
+    max_steps: Any = None  # overrides the suite's horizon when set

@@ -1,0 +1,256 @@
+"""LeRobotDataset -> policy batches, as a LightningDataModule.
+
+Reads a LeRobotDataset (v3) from a local root or the hub, selects cameras, prepares images
+(resize-with-pad, [-1, 1]), returns action chunks with padding masks, and splits by
+episode. Normalization statistics come from the dataset's ``meta/stats.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from vlaexp.data.episodes import episode_success, split_episodes
+from vlaexp.data.transforms import prepare_images
+from vlaexp.errors import ConfigError, MissingPathError, VlaexpError
+
+log = logging.getLogger(__name__)
+
+
+def _lerobot():
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
+
+    return LeRobotDataset, LeRobotDatasetMetadata
+
+
+def open_metadata(repo_id: str | None, root: str | Path | None):
+    """LeRobotDatasetMetadata from a local root (must exist) or the hub (needs network)."""
+    _, meta_cls = _lerobot()
+    if root is not None:
+        root = Path(root).expanduser()
+        if not (root / "meta" / "info.json").is_file():
+            raise MissingPathError(
+                "LeRobotDataset", root, "data.root", hint="Expected a dataset with meta/info.json."
+            )
+        return meta_cls(repo_id or f"local/{root.name}", root=root)
+    if not repo_id:
+        raise ConfigError("No dataset given: set data.root (local) or data.repo_id (hub)")
+    try:
+        return meta_cls(repo_id)
+    except Exception as e:
+        raise VlaexpError(
+            f"Could not load dataset '{repo_id}' from the Hugging Face hub ({type(e).__name__}: {e}). "
+            "Offline, copy it to disk and set data.root to its directory."
+        ) from e
+
+
+class PolicyDataset(Dataset):
+    """Renames a LeRobotDataset's features to the policy's and prepares its images."""
+
+    def __init__(
+        self,
+        dataset: Any,
+        camera_keys: dict[str, str],
+        image_size: int,
+        state_key: str,
+        action_key: str,
+    ):
+        self.dataset = dataset
+        self.camera_keys = camera_keys
+        self.image_size = image_size
+        self.state_key = state_key
+        self.action_key = action_key
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        item = self.dataset[idx]
+        out = {
+            f"observation.images.{cam}": prepare_images(item[key], self.image_size)
+            for cam, key in self.camera_keys.items()
+        }
+        out["observation.state"] = item[self.state_key].float()
+        out["action"] = item[self.action_key].float()
+        out["action_is_pad"] = item[f"{self.action_key}_is_pad"]
+        out["task"] = item["task"]
+        out["episode_index"] = item["episode_index"]
+        out["frame_index"] = item["frame_index"]
+        return out
+
+
+class LeRobotDataModule(pl.LightningDataModule):
+    """Train/val/test DataLoaders over one LeRobotDataset, split by episode.
+
+    Args:
+        cameras: policy camera names; each must be in ``camera_keys``.
+        camera_keys: camera name -> dataset image feature.
+        chunk_size: actions per sample (``action`` is float[chunk_size, action_dim]).
+        image_size: side of the prepared square images.
+        split: train/val/test fractions of episodes; ``split_seed`` shuffles episodes.
+        train_success_only: drop failed episodes from train and val (kept in test).
+    """
+
+    def __init__(
+        self,
+        repo_id: str | None,
+        root: str | Path | None,
+        cameras: list[str],
+        camera_keys: dict[str, str],
+        chunk_size: int,
+        image_size: int,
+        state_key: str = "observation.state",
+        action_key: str = "action",
+        split: tuple[float, float, float] = (0.8, 0.1, 0.1),
+        split_seed: int = 0,
+        train_success_only: bool = True,
+        batch_size: int = 32,
+        num_workers: int = 2,
+        pin_memory: bool = True,
+        video_backend: str | None = None,
+    ) -> None:
+        super().__init__()
+        missing = [c for c in cameras if c not in camera_keys]
+        if missing:
+            raise ConfigError(
+                f"No dataset key for camera(s) {missing}: add data.camera_keys.<camera> "
+                f"(known: {sorted(camera_keys)})"
+            )
+        self.repo_id, self.root = repo_id, root
+        self.camera_keys = {c: camera_keys[c] for c in cameras}
+        self.chunk_size, self.image_size = chunk_size, image_size
+        self.state_key, self.action_key = state_key, action_key
+        self.split, self.split_seed = tuple(split), split_seed
+        self.train_success_only = train_success_only
+        self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
+        # torchcodec needs system FFmpeg libraries; PyAV ships its own, so it works anywhere.
+        self.video_backend = video_backend or "pyav"
+        self.meta = open_metadata(repo_id, root)
+        self._check_features()
+        self.splits: dict[str, list[int]] = {}
+        self.datasets: dict[str, PolicyDataset] = {}
+
+    def _check_features(self) -> None:
+        features = self.meta.features
+        for cam, key in self.camera_keys.items():
+            if key not in features:
+                images = [k for k, v in features.items() if v["dtype"] in ("image", "video")]
+                raise ConfigError(
+                    f"Dataset has no image feature '{key}' (data.camera_keys.{cam}); it has {images}"
+                )
+        for name, key in (("data.state_key", self.state_key), ("data.action_key", self.action_key)):
+            if key not in features:
+                raise ConfigError(
+                    f"Dataset has no feature '{key}' ({name}); it has {sorted(features)}"
+                )
+
+    @property
+    def fps(self) -> int:
+        return self.meta.fps
+
+    @property
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Statistics under the policy's feature names (``observation.state``, ``action``)."""
+        return {
+            "observation.state": self.meta.stats[self.state_key],
+            "action": self.meta.stats[self.action_key],
+        }
+
+    def feature_dim(self, key: str) -> int:
+        return int(self.meta.features[key]["shape"][0])
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        dataset_cls, _ = _lerobot()
+        episodes = list(range(self.meta.total_episodes))
+        self.splits = split_episodes(episodes, self.split, self.split_seed)
+        if self.train_success_only:
+            success = episode_success(self.meta.root, self._full_dataset(dataset_cls).hf_dataset)
+            if success is not None:
+                for name in ("train", "val"):
+                    self.splits[name] = [e for e in self.splits[name] if success.get(e, False)]
+        if not self.splits["train"]:
+            raise VlaexpError(
+                f"No training episodes in {self.meta.root} after the split/success filter"
+            )
+        delta = {self.action_key: [i / self.fps for i in range(self.chunk_size)]}
+        for name, eps in self.splits.items():
+            if eps:
+                ds = dataset_cls(
+                    self.meta.repo_id,
+                    root=self.meta.root,
+                    episodes=eps,
+                    delta_timestamps=delta,
+                    video_backend=self.video_backend,
+                )
+                self.datasets[name] = PolicyDataset(
+                    ds, self.camera_keys, self.image_size, self.state_key, self.action_key
+                )
+        log.info("Episodes: %s", {k: len(v) for k, v in self.splits.items()})
+
+    def _full_dataset(self, dataset_cls: Any) -> Any:
+        return dataset_cls(self.meta.repo_id, root=self.meta.root, video_backend=self.video_backend)
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.datasets[name],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+            drop_last=shuffle and len(self.datasets[name]) > self.batch_size,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader("val", shuffle=False) if "val" in self.datasets else []
+
+    def test_dataloader(self) -> DataLoader | list:
+        return self._loader("test", shuffle=False) if "test" in self.datasets else []
+
+
+def datamodule_from_config(
+    data_cfg: Any, policy_cfg: Any, collected_root: Path | None = None
+) -> LeRobotDataModule:
+    """The DataModule of a run: ``data`` settings, the policy's cameras/chunk/image size.
+
+    With ``data.source=collect`` the dataset is the one the collect stage recorded
+    (``collected_root``); with ``data.source=lerobot`` it is ``data.root`` or ``data.repo_id``.
+    """
+    if data_cfg.source == "collect":
+        if collected_root is None:
+            raise ConfigError(
+                "data.source=collect needs the `collect` stage to run first (add it to `stages`), "
+                "or use data=lerobot with data.root / data.repo_id"
+            )
+        repo_id, root = None, collected_root
+    elif data_cfg.source == "lerobot":
+        repo_id, root = data_cfg.repo_id, data_cfg.root
+    else:
+        raise ConfigError(f"data.source must be 'collect' or 'lerobot', got '{data_cfg.source}'")
+    return LeRobotDataModule(
+        repo_id=repo_id,
+        root=root,
+        cameras=list(policy_cfg.cameras),
+        camera_keys=dict(data_cfg.camera_keys),
+        chunk_size=policy_cfg.chunk_size,
+        image_size=policy_cfg.image_size,
+        state_key=data_cfg.state_key,
+        action_key=data_cfg.action_key,
+        split=tuple(data_cfg.split),
+        split_seed=data_cfg.split_seed,
+        train_success_only=data_cfg.train_success_only,
+        batch_size=data_cfg.batch_size,
+        num_workers=data_cfg.num_workers,
+        pin_memory=data_cfg.pin_memory,
+        video_backend=data_cfg.video_backend,
+    )

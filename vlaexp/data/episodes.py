@@ -1,0 +1,61 @@
+"""Episode-level facts of a LeRobotDataset: success flags and the train/val/test split."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+# Written by vlaexp's collect stage beside LeRobot's own metadata: one JSON object per
+# episode (episode_index, task_id, seed, success, failure_mode, perturbations, ...).
+EPISODES_SIDECAR = Path("meta") / "vlaexp_episodes.jsonl"
+
+
+def read_episode_records(root: str | Path) -> list[dict] | None:
+    path = Path(root) / EPISODES_SIDECAR
+    if not path.is_file():
+        return None
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def episode_success(root: str | Path, hf_dataset=None) -> dict[int, bool] | None:
+    """``{episode_index: success}`` from the sidecar, else from the ``next.success`` column.
+
+    Returns None when the dataset records neither (e.g. human teleoperation data).
+    """
+    records = read_episode_records(root)
+    if records is not None:
+        return {int(r["episode_index"]): bool(r["success"]) for r in records}
+    if hf_dataset is not None and "next.success" in hf_dataset.column_names:
+        eps = np.asarray(hf_dataset["episode_index"])
+        succ = np.asarray(hf_dataset["next.success"]).reshape(len(eps), -1).any(axis=1)
+        return {int(e): bool(succ[eps == e].any()) for e in np.unique(eps)}
+    return None
+
+
+def split_episodes(
+    episodes: Sequence[int], fractions: Sequence[float], seed: int
+) -> dict[str, list[int]]:
+    """Shuffle episode indices with ``seed`` and cut them train/val/test by ``fractions``.
+
+    Whole episodes go to one split, so overlapping action chunks never straddle splits.
+    Every non-zero fraction gets at least one episode when there are enough episodes.
+    """
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or not np.isclose(sum(fractions), 1.0):
+        raise ValueError(
+            f"data.split must be 3 non-negative fractions summing to 1, got {list(fractions)}"
+        )
+    order = [int(e) for e in np.random.default_rng(seed).permutation(sorted(episodes))]
+    n = len(order)
+    n_val = round(n * fractions[1]) if n >= 3 else 0
+    n_test = round(n * fractions[2]) if n >= 3 else 0
+    n_val = max(n_val, 1 if fractions[1] > 0 and n >= 3 else 0)
+    n_test = max(n_test, 1 if fractions[2] > 0 and n >= 3 else 0)
+    n_train = n - n_val - n_test
+    return {
+        "train": sorted(order[:n_train]),
+        "val": sorted(order[n_train : n_train + n_val]),
+        "test": sorted(order[n_train + n_val :]),
+    }

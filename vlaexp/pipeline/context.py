@@ -1,0 +1,33 @@
+"""What the stages of one run share: the resolved config, the run dir, artifacts, metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+
+@dataclass
+class RunContext:
+    cfg: DictConfig  # resolved once at start
+    run_dir: Path
+    artifacts: dict[str, Path] = field(default_factory=dict)  # e.g. "dataset", "policy"
+    metrics: dict[str, float] = field(default_factory=dict)  # flat, wandb-style names
+    _loggers: list[Any] | None = None
+
+    @property
+    def loggers(self) -> list[Any]:
+        """The run's Lightning loggers, built once so every stage logs to the same run."""
+        if self._loggers is None:
+            from vlaexp.training.loggers import build_loggers
+
+            self._loggers = build_loggers(self.cfg)
+        return self._loggers
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Record metrics in the run summary and send them to every logger."""
+        self.metrics.update(metrics)
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=step)

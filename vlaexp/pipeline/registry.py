@@ -1,0 +1,38 @@
+"""The stages an experiment can run, by name.
+
+Stages are referenced as ``module:function`` strings and imported on use, so listing or
+validating them (``--help``, config checks) needs none of the heavy libraries.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from vlaexp.errors import unknown_choice
+
+if TYPE_CHECKING:
+    from vlaexp.pipeline.context import RunContext
+
+Stage = Callable[["RunContext"], None]
+
+STAGES: dict[str, str] = {
+    "collect": "vlaexp.pipeline.collect:collect_stage",
+    "train": "vlaexp.pipeline.train:train_stage",
+    "eval": "vlaexp.pipeline.evaluate:eval_stage",
+    "report": "vlaexp.pipeline.report:report_stage",
+}
+
+
+def validate_stages(names: Sequence[str]) -> None:
+    """Raise a ConfigError naming the first unknown stage and the valid ones."""
+    for name in names:
+        if name not in STAGES:
+            raise unknown_choice("stage", name, STAGES)
+
+
+def get_stage(name: str) -> Stage:
+    validate_stages([name])
+    module, _, func = STAGES[name].partition(":")
+    return getattr(importlib.import_module(module), func)

@@ -1,0 +1,46 @@
+"""Stage `train`: fit the policy on the run's DataModule with the shared Trainer."""
+
+from __future__ import annotations
+
+import logging
+
+from omegaconf import OmegaConf
+
+from vlaexp.data.datamodule import datamodule_from_config
+from vlaexp.errors import ConfigError
+from vlaexp.pipeline.context import RunContext
+from vlaexp.policies.factory import make_policy
+from vlaexp.training.checkpoint import LAST, PRETRAINED_DIR
+from vlaexp.training.trainer import build_trainer
+
+log = logging.getLogger(__name__)
+
+
+def check_dims(policy_cfg, datamodule) -> None:
+    """The policy's state/action sizes must match the dataset's (named in the error)."""
+    for setting, key in (
+        ("policy.state_dim", datamodule.state_key),
+        ("policy.action_dim", datamodule.action_key),
+    ):
+        want, have = policy_cfg[setting.split(".")[1]], datamodule.feature_dim(key)
+        if want != have:
+            raise ConfigError(f"{setting}={want} but the dataset's '{key}' has {have} dims")
+
+
+def train_stage(ctx: RunContext) -> None:
+    cfg = ctx.cfg
+    datamodule = datamodule_from_config(cfg.data, cfg.policy, ctx.artifacts.get("dataset"))
+    check_dims(cfg.policy, datamodule)
+    policy = make_policy(cfg.policy, dataset_stats=datamodule.stats)
+    policy.train_config_yaml = OmegaConf.to_yaml(cfg)
+    trainer = build_trainer(cfg, ctx.loggers)
+    trainer.fit(policy, datamodule=datamodule, ckpt_path=ctx.artifacts.get("resume_from"))
+    ctx.metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
+    ctx.metrics["train/global_step"] = float(trainer.global_step)
+    last = ctx.run_dir / "checkpoints" / LAST / PRETRAINED_DIR
+    if last.exists():
+        ctx.artifacts["policy"] = last.resolve()
+    else:
+        log.info(
+            "No checkpoint written (fast_dev_run or no steps): later stages use no trained policy"
+        )

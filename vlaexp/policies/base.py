@@ -1,0 +1,150 @@
+"""The policy contract: LeRobot's interface on a LightningModule.
+
+Every policy implements :meth:`forward` (training loss) and :meth:`predict_action_chunk`
+(inference); this base class provides LeRobot's ``reset`` / ``select_action`` action
+queue, closed-loop acting on simulator observations, the Lightning training/validation
+steps, optimizers from config, and ``save_pretrained``.
+
+Batches use LeRobot's feature names::
+
+    observation.images.<camera>  float[B, 3, S, S] in [-1, 1] (prepared by data.transforms)
+    observation.state            float[B, state_dim], raw units (normalized here)
+    action                       float[B, chunk_size, action_dim], raw units
+    action_is_pad                bool[B, chunk_size], True past the episode's end
+    task                         list[str] of B instructions
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections import deque
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from vlaexp.config.policy import PolicyConfig
+from vlaexp.data.normalize import Normalizer
+from vlaexp.data.transforms import hwc_uint8_to_chw_float, prepare_images
+from vlaexp.training.pretrained import write_pretrained
+
+STATE = "observation.state"
+ACTION = "action"
+
+
+def image_key(camera: str) -> str:
+    return f"observation.images.{camera}"
+
+
+class VLAPolicy(pl.LightningModule, ABC):
+    config_class: ClassVar[type[PolicyConfig]] = PolicyConfig
+
+    def __init__(
+        self, config: PolicyConfig, dataset_stats: dict[str, dict[str, np.ndarray]] | None = None
+    ):
+        super().__init__()
+        if config.n_action_steps > config.chunk_size:
+            raise ValueError(
+                f"policy.n_action_steps ({config.n_action_steps}) > policy.chunk_size ({config.chunk_size})"
+            )
+        self.config = config
+        self.normalizer = Normalizer(
+            modes={STATE: config.normalization.state, ACTION: config.normalization.action},
+            dims={STATE: config.state_dim, ACTION: config.action_dim},
+            stats=dataset_stats,
+        )
+        self.train_config_yaml: str | None = None  # embedded in checkpoints by the train stage
+        self._action_queue: deque[torch.Tensor] = deque(maxlen=config.n_action_steps)
+
+    # ----- LeRobot's inference contract -------------------------------------------------
+    def reset(self) -> None:
+        """Forget queued actions; call at the start of every episode."""
+        self._action_queue.clear()
+
+    @abstractmethod
+    def predict_action_chunk(self, batch: dict[str, Any]) -> torch.Tensor:
+        """float[B, chunk_size, action_dim] in raw action units."""
+
+    @torch.no_grad()
+    def select_action(self, batch: dict[str, Any]) -> torch.Tensor:
+        """float[B, action_dim]: the next action, from a chunk predicted every n_action_steps."""
+        if not self._action_queue:
+            chunk = self.predict_action_chunk(batch)[:, : self.config.n_action_steps]
+            self._action_queue.extend(chunk.transpose(0, 1))
+        return self._action_queue.popleft()
+
+    def observation_to_batch(self, obs: dict[str, Any], instruction: str) -> dict[str, Any]:
+        """A simulator observation (see ``vlaexp.sim.base``) -> a batch of one on this device."""
+        batch: dict[str, Any] = {"task": [instruction]}
+        for cam in self.config.cameras:
+            if cam not in obs["images"]:
+                raise KeyError(
+                    f"policy needs camera '{cam}', the env renders {sorted(obs['images'])}"
+                )
+            image = hwc_uint8_to_chw_float(obs["images"][cam])
+            batch[image_key(cam)] = prepare_images(image, self.config.image_size)[None].to(
+                self.device
+            )
+        batch[STATE] = torch.as_tensor(obs["state"], dtype=torch.float32, device=self.device)[None]
+        return batch
+
+    @torch.no_grad()
+    def act(self, obs: dict[str, Any], instruction: str) -> np.ndarray:
+        """Closed-loop step for the SimRunner: float32[action_dim]."""
+        action = self.select_action(self.observation_to_batch(obs, instruction))
+        return action[0].float().cpu().numpy()
+
+    # ----- training -----------------------------------------------------------------------
+    @abstractmethod
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """(scalar loss, extra metrics) for a training batch."""
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss, info = self(batch)
+        bs = batch[ACTION].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        for k, v in info.items():
+            self.log(f"train/{k}", v, batch_size=bs)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        loss, info = self(batch)
+        bs = batch[ACTION].shape[0]
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=bs)
+        for k, v in info.items():
+            self.log(f"val/{k}", v, sync_dist=True, batch_size=bs)
+
+    def optimizer_param_groups(self) -> list[dict[str, Any]]:
+        """Parameter groups for the optimizer; policies override to freeze or split groups."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = instantiate(OmegaConf.structured(self.config.optimizer))(
+            self.optimizer_param_groups()
+        )
+        scheduler = instantiate(OmegaConf.structured(self.config.scheduler))(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    # ----- saving -------------------------------------------------------------------------
+    def config_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.config)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["vlaexp"] = {
+            "policy_config": self.config_dict(),
+            "train_config": self.train_config_yaml,
+        }
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and normalization stats."""
+        return write_pretrained(
+            directory, self.config_dict(), self.state_dict(), self.train_config_yaml
+        )

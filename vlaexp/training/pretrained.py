@@ -1,0 +1,108 @@
+"""The ``pretrained_model/`` directory: everything needed to rebuild a policy.
+
+Layout (LeRobot's)::
+
+    pretrained_model/
+      config.json                      policy config, with "type" naming the policy class
+      model.safetensors                weights (normalization statistics excluded)
+      normalization_stats.safetensors  the Normalizer's buffers
+      train_config.yaml                the resolved run config that produced it (optional)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from vlaexp.errors import MissingPathError, VlaexpError
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+STATS_FILE = "normalization_stats.safetensors"
+TRAIN_CONFIG_FILE = "train_config.yaml"
+STATS_PREFIX = "normalizer."
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+def _tensors_for_safetensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Contiguous CPU tensors; tensors sharing storage (tied weights) are cloned apart."""
+    out, seen = {}, set()
+    for key, t in state.items():
+        t = t.detach().cpu().contiguous()
+        ptr = (t.untyped_storage().data_ptr(), t.storage_offset(), t.numel())
+        out[key] = t.clone() if ptr in seen else t
+        seen.add(ptr)
+    return out
+
+
+def write_pretrained(
+    directory: str | Path,
+    config: dict[str, Any],
+    state_dict: dict[str, torch.Tensor],
+    train_config: str | None = None,
+) -> Path:
+    """Write the layout above into ``directory`` (created); returns it."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = {k: v for k, v in state_dict.items() if not k.startswith(STATS_PREFIX)}
+    stats = {k[len(STATS_PREFIX) :]: v for k, v in state_dict.items() if k.startswith(STATS_PREFIX)}
+    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
+    save_file(
+        _tensors_for_safetensors(weights), directory / WEIGHTS_FILE, metadata={"format": "pt"}
+    )
+    save_file(_tensors_for_safetensors(stats), directory / STATS_FILE)
+    if train_config is not None:
+        (directory / TRAIN_CONFIG_FILE).write_text(train_config)
+    return directory
+
+
+def resolve_pretrained(path_or_repo: str | Path, setting: str) -> Path:
+    """A local ``pretrained_model`` dir, or a hub repo id downloaded to the HF cache.
+
+    A run dir or a checkpoint step dir is accepted too and resolved to the
+    ``pretrained_model`` inside it.
+    """
+    path = Path(path_or_repo).expanduser()
+    for candidate in (
+        path,
+        path / "pretrained_model",
+        path / "checkpoints" / "last" / "pretrained_model",
+    ):
+        if (candidate / CONFIG_FILE).is_file():
+            return candidate
+    if not path.exists() and _HUB_ID.match(str(path_or_repo)):
+        from huggingface_hub import snapshot_download
+
+        try:
+            return Path(snapshot_download(str(path_or_repo)))
+        except Exception as e:
+            raise VlaexpError(
+                f"Could not download '{path_or_repo}' from the Hugging Face hub ({type(e).__name__}: "
+                f"{e}). Offline, download it elsewhere and set `{setting}` to the local directory."
+            ) from e
+    raise MissingPathError(
+        "Pretrained policy", path, setting, hint=f"Expected a directory holding {CONFIG_FILE}."
+    )
+
+
+def read_pretrained(
+    directory: str | Path,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], str | None]:
+    """(config, state_dict including normalizer buffers, train_config) of a pretrained dir."""
+    directory = Path(directory)
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (directory / name).is_file():
+            raise MissingPathError(
+                f"Pretrained policy file {name}", directory / name, "the policy path"
+            )
+    config = json.loads((directory / CONFIG_FILE).read_text())
+    state = dict(load_file(directory / WEIGHTS_FILE))
+    if (directory / STATS_FILE).is_file():
+        state.update({STATS_PREFIX + k: v for k, v in load_file(directory / STATS_FILE).items()})
+    train_cfg = directory / TRAIN_CONFIG_FILE
+    return config, state, train_cfg.read_text() if train_cfg.is_file() else None

@@ -1,0 +1,38 @@
+"""The one shared Lightning Trainer every policy trains on."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
+from omegaconf import DictConfig
+
+from vlaexp.training.checkpoint import LeRobotCheckpointIO
+
+
+def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    """Every non-null node of ``cfg.callbacks`` (a dict of ``_target_`` nodes)."""
+    return [instantiate(node) for node in cfg.callbacks.values() if node is not None]
+
+
+def build_trainer(
+    cfg: DictConfig, loggers: Sequence[Any] = (), extra_callbacks: Sequence[pl.Callback] = ()
+) -> pl.Trainer:
+    """``lightning.Trainer`` from ``cfg.trainer`` with vlaexp's callbacks, loggers and
+    LeRobot-layout checkpoint plugin. Lightning's own ModelCheckpoint is off: checkpoints
+    come from the ``step_checkpoint`` callback."""
+    callbacks = [*build_callbacks(cfg), *extra_callbacks]
+    if not loggers:  # LearningRateMonitor refuses to run without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    return instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=list(loggers) if loggers else False,
+        plugins=[LeRobotCheckpointIO()],
+        enable_checkpointing=False,
+        default_root_dir=cfg.paths.output_dir,
+        _convert_="object",
+    )
