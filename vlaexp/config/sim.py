@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from omegaconf import MISSING
 
@@ -43,6 +44,25 @@ class TaskSuiteConfig:
 class TabletopSuiteConfig(TaskSuiteConfig):
     _target_: str = "vlaexp.sim.tabletop.suite.TabletopSuite"
     task_type: str = MISSING  # spatial | object | goal | long
+
+
+@dataclass
+class LiberoSuiteConfig(TaskSuiteConfig):
+    """A LIBERO benchmark suite through hf-libero (assets from the hub or `assets_dir`)."""
+
+    _target_: str = "vlaexp.sim.libero.LiberoSuite"
+    suite: str = MISSING  # libero_spatial | libero_object | libero_goal | libero_10 | libero_90
+    assets_dir: Any = None  # LIBERO's assets/bddl/init files; None = hf-libero's hub download
+    num_steps_wait: int = 10  # no-op steps after reset while objects settle
+    resolution: int = 256
+
+
+@dataclass
+class RobosuiteSuiteConfig(TaskSuiteConfig):
+    """robosuite tasks with a Panda arm and the OSC_POSE controller."""
+
+    _target_: str = "vlaexp.sim.robosuite.RobosuiteSuite"
+    env_name: str = MISSING  # Lift | Stack | PickPlaceCan
 
 
 @dataclass

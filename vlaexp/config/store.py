@@ -17,7 +17,11 @@ from vlaexp.config import policy, schema, sim, training
 _SCHEMAS: dict[str, dict[str, type]] = {
     "schema/policy": {"bc": policy.BCConfig},
     "schema/tokenizer": {"none": policy.TokenizerConfig},
-    "schema/task_suite": {"tabletop": sim.TabletopSuiteConfig},
+    "schema/task_suite": {
+        "tabletop": sim.TabletopSuiteConfig,
+        "libero": sim.LiberoSuiteConfig,
+        "robosuite": sim.RobosuiteSuiteConfig,
+    },
     "schema/logger": {"wandb": training.WandbLoggerConfig, "csv": training.CSVLoggerConfig},
     "schema/callbacks": {
         "step_checkpoint": training.StepCheckpointConfig,

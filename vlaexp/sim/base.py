@@ -29,6 +29,10 @@ ACTION_DIM = 7
 STATE_DIM = 8
 CAMERA_NAMES = ("agentview", "wrist")
 _SEED_STRIDE = 1_000_000
+# never_grasped: the target object was never lifted; dropped: it was lifted, then lost
+# before the goal; missed_goal: carried to the wrong place or goal state not reached;
+# timeout: anything else that ran out of steps.
+FAILURE_MODES = ("never_grasped", "dropped", "missed_goal", "timeout")
 
 
 @dataclass
@@ -66,6 +70,13 @@ class SimEnv(ABC):
     def close(self) -> None:
         """Free renderers and simulator handles."""
 
+    def failure_mode(self) -> str:
+        """Why the current (unsuccessful) episode failed, from privileged state.
+
+        One of :data:`FAILURE_MODES`. Envs that cannot tell say ``"timeout"``.
+        """
+        return "timeout"
+
     def __enter__(self) -> SimEnv:
         return self
 
@@ -91,6 +102,8 @@ class TaskSuite(ABC):
     name: str
     max_steps: int
     fps: int = 20
+    cameras: tuple[str, ...]
+    resolution: int
 
     @property
     @abstractmethod
