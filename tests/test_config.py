@@ -176,8 +176,8 @@ def test_missing_checkpoint_names_path_and_setting(tmp_path: Path) -> None:
     from vlaexp.policies.factory import load_pretrained
 
     with pytest.raises(FileNotFoundError) as err:
-        load_pretrained(tmp_path / "no_run", setting="eval.policy_path")
-    assert "no_run" in str(err.value) and "eval.policy_path" in str(err.value)
+        load_pretrained(tmp_path / "no_run")
+    assert "no_run" in str(err.value) and "policy.path" in str(err.value)
 
 
 def test_policy_state_dim_mismatch_names_setting(tiny_overrides: list[str], tmp_path: Path) -> None:

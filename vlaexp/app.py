@@ -23,7 +23,7 @@ from vlaexp.config.compose import (
     group_options,
 )
 from vlaexp.config.store import register_configs
-from vlaexp.errors import VlaexpError
+from vlaexp.errors import ConfigError, VlaexpError
 from vlaexp.pipeline.job import SweepSummary, task_wrapper
 from vlaexp.pipeline.registry import STAGES, get_stage, validate_stages
 
@@ -86,6 +86,12 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
     from vlaexp.pipeline.rundir import claim_run_dir
 
     OmegaConf.resolve(cfg)  # once: every stage sees the same values
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(
+            f"Missing required value(s): {', '.join(missing)}. Set them on the command line, "
+            f"e.g. {missing[0]}=..."
+        )
     validate_stages(cfg.stages)
     run_dir = Path(cfg.paths.output_dir)
     resume_from = claim_run_dir(run_dir, resume=cfg.resume)  # before the slow imports below

@@ -11,6 +11,7 @@ class CollectConfig:
     """How the `collect` stage records scripted demonstrations of the task suite."""
 
     episodes_per_task: int = 20
+    task_ids: Any = None  # list of task ids to record; None = every task of the suite
     seed_offset: int = 0  # shifts the training seeds (never overlaps the eval seeds)
     use_videos: bool = True  # mp4 per camera (compact) instead of PNG frames
     keep_failures: bool = True  # failed episodes are kept and flagged `success=False`
@@ -51,8 +52,9 @@ class DataConfig:
 class EvalConfig:
     """Closed-loop evaluation in the task suite (the `eval` stage and the sim-eval callback)."""
 
-    policy_path: Any = None  # a pretrained_model dir; None uses the policy trained in this run
     task_ids: Any = None  # list of task ids; None = every task of the suite
     n_episodes: int = 10  # per task, taken in order from the suite's fixed eval seeds
     n_videos: int = 2  # mp4s written for the first k episodes
     max_steps: Any = None  # overrides the suite's horizon when set
+    n_envs: int = 1  # env processes stepping in parallel (spawned; 1 = in the main process)
+    record_dataset: bool = False  # also write the rollouts as a LeRobotDataset (eval/rollouts)

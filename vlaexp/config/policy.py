@@ -60,7 +60,9 @@ class PolicyConfig:
     normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    pretrained_path: Any = None  # a `pretrained_model/` dir (or hub id) to start from
+    # A saved policy (`pretrained_model/` dir, run dir or hub id): training starts from its
+    # weights; the `eval` stage evaluates it when this run trains nothing (LeRobot's policy.path).
+    path: Any = None
 
 
 @dataclass

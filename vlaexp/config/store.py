@@ -25,6 +25,7 @@ _SCHEMAS: dict[str, dict[str, type]] = {
     "schema/logger": {"wandb": training.WandbLoggerConfig, "csv": training.CSVLoggerConfig},
     "schema/callbacks": {
         "step_checkpoint": training.StepCheckpointConfig,
+        "sim_eval": training.SimEvalConfig,
         "lr_monitor": training.LearningRateMonitorConfig,
         "rich_progress_bar": training.RichProgressBarConfig,
         "model_summary": training.ModelSummaryConfig,

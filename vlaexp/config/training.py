@@ -82,6 +82,24 @@ class StepCheckpointConfig:
 
 
 @dataclass
+class SimEvalConfig:
+    """Closed-loop evaluation every N steps; keeps ``checkpoints/best`` by success."""
+
+    _target_: str = "vlaexp.callbacks.sim_eval.SimEvalCallback"
+    _recursive_: bool = False  # the task_suite node is built in the eval workers, not here
+    task_suite: Any = "${task_suite}"
+    every_n_steps: int = 1000
+    n_episodes: Any = "${eval.n_episodes}"
+    n_envs: Any = "${eval.n_envs}"
+    n_videos: int = 1
+    task_ids: Any = "${eval.task_ids}"
+    max_steps: Any = "${eval.max_steps}"
+    output_dir: Any = "${paths.output_dir}/sim_eval"
+    checkpoint_dir: Any = "${paths.output_dir}/checkpoints"
+    keep_best: bool = True
+
+
+@dataclass
 class LearningRateMonitorConfig:
     _target_: str = "lightning.pytorch.callbacks.LearningRateMonitor"
     logging_interval: str = "step"

@@ -45,6 +45,7 @@ def collect_stage(ctx: RunContext) -> None:
             seed_offset=c.seed_offset,
             use_videos=c.use_videos,
             keep_failures=c.keep_failures,
+            task_ids=c.task_ids,
         )
 
     root = cached_artifact(cfg.paths.cache_dir, "datasets", spec, build, label=cfg.task_suite.name)

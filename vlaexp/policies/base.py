@@ -78,26 +78,30 @@ class VLAPolicy(pl.LightningModule, ABC):
             self._action_queue.extend(chunk.transpose(0, 1))
         return self._action_queue.popleft()
 
-    def observation_to_batch(self, obs: dict[str, Any], instruction: str) -> dict[str, Any]:
-        """A simulator observation (see ``vlaexp.sim.base``) -> a batch of one on this device."""
-        batch: dict[str, Any] = {"task": [instruction]}
+    def observations_to_batch(
+        self, observations: list[dict[str, Any]], instructions: list[str]
+    ) -> dict[str, Any]:
+        """Simulator observations (see ``vlaexp.sim.base``) -> a policy batch on this device.
+
+        Images go through the same preparation as the DataModule's (``data.transforms``).
+        """
+        batch: dict[str, Any] = {"task": list(instructions)}
         for cam in self.config.cameras:
-            if cam not in obs["images"]:
-                raise KeyError(
-                    f"policy needs camera '{cam}', the env renders {sorted(obs['images'])}"
-                )
-            image = hwc_uint8_to_chw_float(obs["images"][cam])
-            batch[image_key(cam)] = prepare_images(image, self.config.image_size)[None].to(
-                self.device
-            )
-        batch[STATE] = torch.as_tensor(obs["state"], dtype=torch.float32, device=self.device)[None]
+            missing = [i for i, o in enumerate(observations) if cam not in o["images"]]
+            if missing:
+                have = sorted(observations[missing[0]]["images"])
+                raise KeyError(f"policy needs camera '{cam}', the env renders {have}")
+            images = torch.stack([hwc_uint8_to_chw_float(o["images"][cam]) for o in observations])
+            batch[image_key(cam)] = prepare_images(images, self.config.image_size).to(self.device)
+        states = np.stack([np.asarray(o["state"], dtype=np.float32) for o in observations])
+        batch[STATE] = torch.from_numpy(states).to(self.device)
         return batch
 
     @torch.no_grad()
-    def act(self, obs: dict[str, Any], instruction: str) -> np.ndarray:
-        """Closed-loop step for the SimRunner: float32[action_dim]."""
-        action = self.select_action(self.observation_to_batch(obs, instruction))
-        return action[0].float().cpu().numpy()
+    def act_batch(self, observations: list[dict[str, Any]], instructions: list[str]) -> np.ndarray:
+        """Closed-loop step for the SimRunner: float32[B, action_dim] for B envs in lockstep."""
+        action = self.select_action(self.observations_to_batch(observations, instructions))
+        return action.float().cpu().numpy()
 
     # ----- training -----------------------------------------------------------------------
     @abstractmethod

@@ -42,19 +42,19 @@ def make_policy(
     cfg: DictConfig | dict[str, Any] | PolicyConfig,
     dataset_stats: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> VLAPolicy:
-    """A new policy from its config, or (with ``pretrained_path``) one loaded from disk/hub."""
+    """A new policy from its config, or (with ``path``) one loaded from disk/hub."""
     type_name = cfg.type if not isinstance(cfg, dict) else cfg["type"]
     cls = policy_class(type_name)
     config = _to_config(cls, cfg)
-    if config.pretrained_path:
-        policy = load_pretrained(config.pretrained_path, setting="policy.pretrained_path")
+    if config.path:
+        policy = load_pretrained(config.path, setting="policy.path")
         if dataset_stats is not None:
             policy.normalizer.set_stats(dataset_stats)
         return policy
     return cls(config, dataset_stats)
 
 
-def load_pretrained(path: str | Path, setting: str = "eval.policy_path") -> VLAPolicy:
+def load_pretrained(path: str | Path, setting: str = "policy.path") -> VLAPolicy:
     """Rebuild a policy from a ``pretrained_model`` dir (or a run / hub id).
 
     The load is strict: any missing or unexpected weight is an error listing them, never a

@@ -1,8 +1,10 @@
-"""Closed-loop evaluation: ``SimRunner(suite, ...).run(policy) -> metrics``.
+"""Closed-loop evaluation: ``SimRunner(spec, ...).run(policy) -> metrics``.
 
-Writes ``eval_info.json`` in LeRobot's shape (per-episode rows and an aggregate with
-``pc_success``, ``avg_sum_reward``, ``avg_max_reward``, ``eval_s``) and mp4s of the first
-``n_videos`` episodes. Evaluation uses the suite's fixed eval seeds, never training seeds.
+Episodes run in ``n_envs`` env processes (spawned, envs built inside them) that step in
+lockstep while the policy acts on the whole batch at once. Writes ``eval_info.json`` in
+LeRobot's shape (per-episode rows and an aggregate with ``pc_success``,
+``avg_sum_reward``, ``avg_max_reward``, ``eval_s``) and mp4s of the first ``n_videos``
+episodes. Evaluation uses the suite's fixed eval seeds, never training seeds.
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from vlaexp.sim.base import TaskSuite
-from vlaexp.sim.rollout import Episode, rollout
+from vlaexp.sim.actors import ScriptedExpert
+from vlaexp.sim.rollout import Episode
+from vlaexp.sim.workers import LocalWorker, ProcessWorker, SuiteSpec
 
 
 class SimPolicy(Protocol):
     def reset(self) -> None: ...
-    def act(self, obs: dict[str, Any], instruction: str) -> np.ndarray: ...
+    def act_batch(
+        self, observations: list[dict[str, Any]], instructions: list[str]
+    ) -> np.ndarray: ...
 
 
 def write_video(path: Path, episode: Episode, fps: int) -> Path:
@@ -37,87 +42,152 @@ class SimRunner:
     """Evaluates a policy on ``n_episodes`` fixed seeds of each task of a suite.
 
     Args:
-        suite: the task suite (its cameras must include the policy's).
+        spec: how to build the suite (config + cameras); workers build their own copy.
         output_dir: where ``eval_info.json`` and ``videos/`` go.
         n_episodes: episodes per task, the first seeds of ``suite.eval_seeds(task)``.
         task_ids: tasks to run (None = all).
         n_videos: how many of the first episodes are saved as mp4.
         max_steps: horizon override (None = the suite's).
+        n_envs: env processes stepping in parallel (1 = in this process).
+        keep_episodes: keep every episode (observations included) in ``self.episodes``,
+            e.g. to record policy rollouts as a dataset.
     """
 
     def __init__(
         self,
-        suite: TaskSuite,
+        spec: SuiteSpec,
         output_dir: str | Path,
         n_episodes: int = 10,
         task_ids: list[int] | None = None,
         n_videos: int = 2,
         max_steps: int | None = None,
+        n_envs: int = 1,
+        keep_episodes: bool = False,
     ) -> None:
-        self.suite = suite
+        self.spec = spec
+        self.suite = spec.build()  # metadata only; simulators are built by the workers
         self.output_dir = Path(output_dir)
         self.n_episodes = n_episodes
-        self.task_ids = list(task_ids) if task_ids is not None else list(suite.task_ids)
-        unknown = sorted(set(self.task_ids) - set(suite.task_ids))
+        self.task_ids = list(task_ids) if task_ids is not None else list(self.suite.task_ids)
+        unknown = sorted(set(self.task_ids) - set(self.suite.task_ids))
         if unknown:
             raise ValueError(
-                f"eval.task_ids {unknown} not in suite '{suite.name}' (tasks {suite.task_ids})"
+                f"eval.task_ids {unknown} not in suite '{self.suite.name}' (valid: {self.suite.task_ids})"
             )
+        if n_envs < 1:
+            raise ValueError(f"eval.n_envs must be >= 1, got {n_envs}")
         self.n_videos = n_videos
         self.max_steps = max_steps
+        self.n_envs = n_envs
+        self.keep_episodes = keep_episodes
+        self.episodes: list[Episode] = []
 
-    def run(self, policy: SimPolicy) -> dict[str, float]:
+    def _jobs(self) -> list[tuple[int, int]]:
+        return [(t, s) for t in self.task_ids for s in self.suite.eval_seeds(t)[: self.n_episodes]]
+
+    def run(self, policy: SimPolicy | ScriptedExpert) -> dict[str, float]:
         start = time.time()
+        jobs = self._jobs()
+        expert = isinstance(policy, ScriptedExpert)
+        n_workers = max(1, min(self.n_envs, len(jobs)))
+        workers = (
+            [LocalWorker(self.spec)]
+            if n_workers == 1
+            else [ProcessWorker(self.spec) for _ in range(n_workers)]
+        )
         rows: list[dict[str, Any]] = []
-        videos = []
-        for task_id in self.task_ids:
-            with self.suite.make_env(task_id) as env:
-                for seed in self.suite.eval_seeds(task_id)[: self.n_episodes]:
-                    record = len(videos) < self.n_videos
-                    policy.reset()  # a stale action queue from the last episode ruins the next
-                    t0 = time.time()
-                    ep = rollout(
-                        env,
-                        lambda obs: policy.act(obs, env.instruction),
-                        seed,
-                        self.max_steps,
-                        record,
-                    )
-                    rows.append(
-                        {
-                            "episode_ix": len(rows),
-                            "task_id": task_id,
-                            "instruction": env.instruction,
-                            "seed": seed,
-                            "success": ep.success,
-                            "steps": ep.steps,
-                            "sum_reward": float(np.sum(ep.rewards)),
-                            "max_reward": float(np.max(ep.rewards)) if ep.rewards else 0.0,
-                            "failure_mode": None if ep.success else "timeout",
-                            "seconds": round(time.time() - t0, 3),
-                        }
-                    )
-                    if record:
-                        name = f"eval_episode_{len(rows) - 1:03d}_task{task_id}.mp4"
+        videos: list[str] = []
+        self.episodes = []
+        try:
+            for first in range(0, len(jobs), n_workers):
+                batch = jobs[first : first + n_workers]
+                episodes = self._run_batch(workers[: len(batch)], batch, policy, expert, first)
+                for ix, (ep, mode, seconds) in enumerate(episodes, start=first):
+                    rows.append(self._row(ix, ep, mode, seconds))
+                    if ix < self.n_videos:
+                        name = f"eval_episode_{ix:03d}_task{ep.task_id}.mp4"
                         videos.append(
                             str(write_video(self.output_dir / "videos" / name, ep, self.suite.fps))
                         )
-        eval_s = time.time() - start
-        metrics = self._aggregate(rows, eval_s)
-        info = {
-            "suite": self.suite.name,
-            "per_episode": rows,
-            "per_task": {
-                str(t): {"pc_success": metrics[f"eval/task_{t}/pc_success"]} for t in self.task_ids
-            },
-            "aggregated": {
-                k.removeprefix("eval/"): v for k, v in metrics.items() if "/task_" not in k
-            },
-            "video_paths": videos,
-        }
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / "eval_info.json").write_text(json.dumps(info, indent=2))
+                    if self.keep_episodes:
+                        self.episodes.append(ep)
+        finally:
+            for w in workers:
+                w.close()
+        metrics = self._aggregate(rows, time.time() - start)
+        self._write_info(rows, metrics, videos)
         return metrics
+
+    def _run_batch(
+        self,
+        workers: list[Any],
+        batch: list[tuple[int, int]],
+        policy: Any,
+        expert: bool,
+        first: int,
+    ) -> list[tuple[Episode, str | None, float]]:
+        """Run one episode per worker in lockstep; (episode, failure mode, seconds) each."""
+        t0 = time.time()
+        for w, (task_id, seed) in zip(workers, batch, strict=True):
+            w.send("reset", task_id, seed, expert)
+        starts = [w.recv() for w in workers]
+        obs = [s["obs"] for s in starts]
+        instructions = [s["instruction"] for s in starts]
+        horizons = [min(self.max_steps or s["max_steps"], s["max_steps"]) for s in starts]
+        eps = [
+            Episode(seed=seed, task_id=t, instruction=i)
+            for (t, seed), i in zip(batch, instructions, strict=True)
+        ]
+        keep = [self.keep_episodes or first + i < self.n_videos for i in range(len(batch))]
+        active = list(range(len(batch)))
+        if not expert:
+            policy.reset()  # a stale action queue from the last episode ruins the next
+        while active:
+            actions = (
+                None
+                if expert
+                else np.asarray(policy.act_batch(obs, instructions), dtype=np.float32)
+            )
+            for i in active:
+                workers[i].send("step", None if actions is None else actions[i])
+            still = []
+            for i in active:
+                r = workers[i].recv()
+                if keep[i]:
+                    eps[i].observations.append(obs[i])
+                eps[i].actions.append(r["action"])
+                eps[i].rewards.append(float(r["reward"]))
+                eps[i].info = r["info"]
+                obs[i] = r["obs"]
+                if r["terminated"]:
+                    eps[i].success = True
+                elif not r["truncated"] and eps[i].steps < horizons[i]:
+                    still.append(i)
+            active = still
+        seconds = (time.time() - t0) / len(batch)
+        out = []
+        for i, ep in enumerate(eps):
+            mode = None
+            if not ep.success:
+                workers[i].send("failure_mode")
+                mode = workers[i].recv()
+            out.append((ep, mode, seconds))
+        return out
+
+    @staticmethod
+    def _row(ix: int, ep: Episode, failure_mode: str | None, seconds: float) -> dict[str, Any]:
+        return {
+            "episode_ix": ix,
+            "task_id": ep.task_id,
+            "instruction": ep.instruction,
+            "seed": ep.seed,
+            "success": ep.success,
+            "steps": ep.steps,
+            "sum_reward": float(np.sum(ep.rewards)),
+            "max_reward": float(np.max(ep.rewards)) if ep.rewards else 0.0,
+            "failure_mode": failure_mode,
+            "seconds": round(seconds, 3),
+        }
 
     def _aggregate(self, rows: list[dict[str, Any]], eval_s: float) -> dict[str, float]:
         success = np.array([r["success"] for r in rows], dtype=float)
@@ -133,3 +203,25 @@ class SimRunner:
             s = [r["success"] for r in rows if r["task_id"] == t]
             metrics[f"eval/task_{t}/pc_success"] = 100.0 * float(np.mean(s)) if s else 0.0
         return metrics
+
+    def _write_info(
+        self, rows: list[dict[str, Any]], metrics: dict[str, float], videos: list[str]
+    ) -> None:
+        modes: dict[str, int] = {}
+        for r in rows:
+            if r["failure_mode"]:
+                modes[r["failure_mode"]] = modes.get(r["failure_mode"], 0) + 1
+        info = {
+            "suite": self.suite.name,
+            "per_episode": rows,
+            "per_task": {
+                str(t): {"pc_success": metrics[f"eval/task_{t}/pc_success"]} for t in self.task_ids
+            },
+            "failure_modes": modes,
+            "aggregated": {
+                k.removeprefix("eval/"): v for k, v in metrics.items() if "/task_" not in k
+            },
+            "video_paths": videos,
+        }
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        (self.output_dir / "eval_info.json").write_text(json.dumps(info, indent=2))

@@ -1,0 +1,181 @@
+"""Pipeline stages end to end: the artifact cache, collect, the sim-eval callback, quickstart."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vlaexp.pipeline.cache import COMPLETE, cached_artifact
+
+
+def test_cached_artifact_builds_once_per_spec_and_never_keeps_a_crashed_build(
+    tmp_path: Path,
+) -> None:
+    calls = []
+
+    def build(out: Path) -> dict:
+        calls.append(out)
+        out.mkdir()
+        (out / "data.txt").write_text("x")
+        return {"n": 1}
+
+    a = cached_artifact(tmp_path, "things", {"k": 1}, build, label="a")
+    b = cached_artifact(tmp_path, "things", {"k": 1}, build, label="a")
+    c = cached_artifact(tmp_path, "things", {"k": 2}, build, label="a")
+    assert a == b != c and len(calls) == 2
+    assert (a / COMPLETE).exists() and json.loads((a / "artifact_spec.json").read_text())[
+        "spec"
+    ] == {"k": 1}
+
+    def crash(out: Path) -> None:
+        out.mkdir()
+        raise RuntimeError("simulator died")
+
+    with pytest.raises(RuntimeError):
+        cached_artifact(tmp_path, "things", {"k": 3}, crash)
+    assert not any(
+        p.name.endswith(COMPLETE) for p in (tmp_path / "things").rglob("*") if "k" in p.name
+    )
+    d = cached_artifact(tmp_path, "things", {"k": 3}, build)
+    assert (d / "data.txt").exists() and len(calls) == 3
+
+
+@pytest.fixture(scope="session")
+def collected(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """Two tasks x 2 expert demos of tabletop_spatial at 64x64, recorded as the collect stage does."""
+    from omegaconf import OmegaConf
+
+    from vlaexp.config.compose import compose_config
+    from vlaexp.data.collect import collect_demonstrations
+    from vlaexp.sim.factory import make_task_suite
+
+    cfg = compose_config(["task_suite=tabletop_spatial", "task_suite.resolution=64"]).task_suite
+    suite = make_task_suite(OmegaConf.create(OmegaConf.to_container(cfg)), ["agentview", "wrist"])
+    root = tmp_path_factory.mktemp("collect") / "spatial"
+    summary = collect_demonstrations(
+        suite, root, "test/spatial", ["agentview", "wrist"], 2, task_ids=[0, 1]
+    )
+    return root, summary
+
+
+def test_collected_demos_round_trip_with_features_stats_and_flags(
+    collected: tuple[Path, dict],
+) -> None:
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from vlaexp.data.episodes import read_episode_records
+
+    root, summary = collected
+    assert summary["episodes"] == 4 and summary["successes"] == 4
+    ds = LeRobotDataset("test/spatial", root=root, video_backend="pyav")
+    assert ds.meta.features["observation.images.agentview"]["dtype"] == "video"
+    assert ds.meta.features["observation.images.wrist"]["shape"] == [64, 64, 3] or ds.meta.features[
+        "observation.images.wrist"
+    ]["shape"] == (64, 64, 3)
+    stats = ds.meta.stats["action"]
+    assert {"mean", "std", "q01", "q99"} <= set(stats)
+    assert (stats["q01"] <= stats["q99"]).all() and stats["max"][6] == 1.0  # the gripper closes
+    records = read_episode_records(root)
+    assert [r["task_id"] for r in records] == [0, 0, 1, 1]
+    assert all(r["success"] and r["failure_mode"] is None for r in records)
+    assert len({r["seed"] for r in records}) == 4
+
+
+def test_sim_eval_callback_in_a_short_training_run(
+    collected: tuple[Path, dict], tmp_path: Path
+) -> None:
+    import torch
+
+    from vlaexp.config.compose import resolved_run_config
+    from vlaexp.data.datamodule import datamodule_from_config
+    from vlaexp.policies.factory import make_policy
+    from vlaexp.training.loggers import build_loggers
+    from vlaexp.training.trainer import build_trainer
+
+    root, _ = collected
+    run = tmp_path / "run"
+    cfg = resolved_run_config(
+        [
+            "data=lerobot",
+            f"data.root={root}",
+            "data.repo_id=test/spatial",
+            "data.camera_keys.agentview=observation.images.agentview",
+            "data.camera_keys.wrist=observation.images.wrist",
+            "data.num_workers=0",
+            "data.batch_size=8",
+            "data.split=[1.0,0.0,0.0]",
+            "trainer=cpu",
+            "trainer.max_steps=4",
+            "trainer.enable_progress_bar=false",
+            "policy.image_size=32",
+            "policy.hidden_dim=32",
+            "logger=csv",
+            "callbacks=sim_eval",
+            "callbacks.sim_eval.every_n_steps=2",
+            "eval.n_episodes=1",
+            "eval.task_ids=[0]",
+            "eval.max_steps=15",
+            "task_suite.resolution=64",
+            "callbacks.step_checkpoint.save_freq=100",
+        ],
+        run,
+    )
+    torch.manual_seed(0)
+    dm = datamodule_from_config(cfg.data, cfg.policy)
+    dm.setup("fit")
+    policy = make_policy(cfg.policy, dataset_stats=dm.stats)
+    trainer = build_trainer(cfg, build_loggers(cfg))
+    trainer.fit(policy, datamodule=dm)
+    for step in ("000002", "000004"):
+        info = json.loads((run / "sim_eval" / f"step_{step}" / "eval_info.json").read_text())
+        assert len(info["per_episode"]) == 1 and info["per_episode"][0]["steps"] == 15
+    assert (run / "checkpoints" / "best" / "pretrained_model" / "model.safetensors").is_file()
+    assert (
+        json.loads((run / "checkpoints" / "best.json").read_text())["step"] == 2
+    )  # ties keep the first
+    rows = list(csv.DictReader((run / "csv" / "metrics.csv").read_text().splitlines()))
+    assert [r["step"] for r in rows if r.get("eval/pc_success")] == ["2", "4"]
+
+
+def test_quickstart_runs_end_to_end_in_limit_mode(tmp_path: Path) -> None:
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vlaexp",
+            "+experiment=quickstart",
+            "debug=limit",
+            "logger=csv",
+            "data.collect.task_ids=[0,1]",
+            "eval.task_ids=[0]",
+            "eval.n_episodes=1",
+            "eval.max_steps=30",
+            "task_suite.resolution=64",
+            "policy.image_size=48",
+            "print_config=false",
+            f"paths.root_dir={tmp_path}",
+            "hydra.run.dir=" + str(tmp_path / "run"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["metrics"]["collect/episodes"] == 4.0
+    assert summary["metrics"]["train/global_step"] == 6.0
+    assert "eval/pc_success" in summary["metrics"] and "val/loss" in summary["metrics"]
+    assert (
+        Path(summary["artifacts"]["dataset"]).parent == tmp_path / "outputs" / "cache" / "datasets"
+    )
+    info = json.loads((tmp_path / "run" / "eval" / "eval_info.json").read_text())
+    assert len(info["per_episode"]) == 1 and len(info["video_paths"]) == 1

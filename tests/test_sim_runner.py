@@ -1,0 +1,102 @@
+"""SimRunner: parallel lockstep evaluation, eval_info.json, videos, failure modes, rollouts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vlaexp.config.compose import compose_config
+from vlaexp.sim.actors import RandomPolicy, ScriptedExpert
+from vlaexp.sim.base import FAILURE_MODES
+from vlaexp.sim.runner import SimRunner
+from vlaexp.sim.workers import SuiteSpec
+
+
+def spec(resolution: int = 64, suite: str = "tabletop_spatial") -> SuiteSpec:
+    from omegaconf import OmegaConf
+
+    cfg = compose_config([f"task_suite={suite}", f"task_suite.resolution={resolution}"]).task_suite
+    return SuiteSpec(OmegaConf.to_container(cfg, resolve=True), ["agentview", "wrist"])
+
+
+class CountingRandomPolicy(RandomPolicy):
+    """A random policy that remembers how often it was reset (the runner must reset it)."""
+
+    def __init__(self) -> None:
+        super().__init__(seed=0)
+        self.resets = 0
+
+    def reset(self) -> None:
+        self.resets += 1
+
+
+def test_expert_succeeds_in_parallel_workers_like_in_process(tmp_path: Path) -> None:
+    kwargs = {"n_episodes": 2, "task_ids": [0, 1], "n_videos": 1}
+    parallel = SimRunner(spec(), tmp_path / "par", n_envs=2, **kwargs)
+    metrics = parallel.run(ScriptedExpert())
+    local = SimRunner(spec(), tmp_path / "loc", n_envs=1, **kwargs)
+    assert local.run(ScriptedExpert())["eval/pc_success"] == metrics["eval/pc_success"]
+    assert metrics["eval/pc_success"] >= 75.0
+    assert metrics["eval/n_episodes"] == 4
+    info = json.loads((tmp_path / "par" / "eval_info.json").read_text())
+    loc_info = json.loads((tmp_path / "loc" / "eval_info.json").read_text())
+    assert [r["steps"] for r in info["per_episode"]] == [
+        r["steps"] for r in loc_info["per_episode"]
+    ]
+    assert [r["seed"] for r in info["per_episode"]] == [r["seed"] for r in loc_info["per_episode"]]
+    suite = parallel.suite
+    assert [r["seed"] for r in info["per_episode"]] == suite.eval_seeds(0)[:2] + suite.eval_seeds(
+        1
+    )[:2]
+    assert set(info["aggregated"]) >= {"pc_success", "avg_sum_reward", "avg_max_reward", "eval_s"}
+    assert len(info["video_paths"]) == 1 and Path(info["video_paths"][0]).stat().st_size > 1000
+    for row in info["per_episode"]:
+        assert (row["failure_mode"] is None) == row["success"]
+
+
+def test_random_policy_fails_with_named_failure_modes_and_is_reset_every_episode(
+    tmp_path: Path,
+) -> None:
+    policy = CountingRandomPolicy()
+    runner = SimRunner(
+        spec(), tmp_path, n_episodes=2, task_ids=[0], n_videos=0, max_steps=40, n_envs=1
+    )
+    metrics = runner.run(policy)
+    assert metrics["eval/pc_success"] == 0.0
+    info = json.loads((tmp_path / "eval_info.json").read_text())
+    assert all(r["failure_mode"] in FAILURE_MODES for r in info["per_episode"])
+    assert all(r["steps"] == 40 for r in info["per_episode"])
+    assert policy.resets == 2  # one batch per episode with one env
+
+
+def test_unknown_task_id_lists_the_valid_ones(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"eval.task_ids \[99\] not in suite 'tabletop_spatial'"):
+        SimRunner(spec(), tmp_path, task_ids=[0, 99])
+
+
+def test_recorded_rollouts_round_trip_through_lerobot(tmp_path: Path) -> None:
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from vlaexp.data.collect import EpisodeRecorder
+    from vlaexp.data.episodes import episode_success
+
+    runner = SimRunner(
+        spec(), tmp_path / "eval", n_episodes=1, task_ids=[0, 1], n_videos=0, keep_episodes=True
+    )
+    runner.run(ScriptedExpert())
+    rec = EpisodeRecorder(tmp_path / "ds", "test/rollouts", 20, ["agentview", "wrist"], 64)
+    for ep in runner.episodes:
+        rec.add(ep, source="expert")
+    root = rec.finalize()
+    ds = LeRobotDataset("test/rollouts", root=root, video_backend="pyav")
+    assert ds.num_episodes == 2 and ds.num_frames == sum(ep.steps for ep in runner.episodes)
+    item = ds[0]
+    assert item["observation.images.agentview"].shape == (3, 64, 64)
+    assert item["observation.state"].shape == (8,) and item["action"].shape == (7,)
+    np.testing.assert_allclose(item["action"].numpy(), runner.episodes[0].actions[0], atol=1e-6)
+    assert {"q01", "q99", "mean", "std"} <= set(ds.meta.stats["action"])
+    assert episode_success(root) == {0: runner.episodes[0].success, 1: runner.episodes[1].success}
+    assert ds[0]["task"] == runner.episodes[0].instruction
