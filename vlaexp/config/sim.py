@@ -52,9 +52,14 @@ class LiberoSuiteConfig(TaskSuiteConfig):
 
     _target_: str = "vlaexp.sim.libero.LiberoSuite"
     suite: str = MISSING  # libero_spatial | libero_object | libero_goal | libero_10 | libero_90
-    assets_dir: Any = None  # LIBERO's assets/bddl/init files; None = hf-libero's hub download
+    # LIBERO's meshes and textures (articulated_objects/, scenes/, textures/, ...); None =
+    # hf-libero's location, downloaded from the hub on first use. Task files ship in the wheel.
+    assets_dir: Any = None
     num_steps_wait: int = 10  # no-op steps after reset while objects settle
     resolution: int = 256
+    # Where hf-libero's config.yaml is written (it prompts on import without one);
+    # None = ~/.cache/vlaexp/libero. LIBERO_CONFIG_PATH is set to it for the run.
+    config_dir: Any = None
 
 
 @dataclass
