@@ -39,7 +39,15 @@ def write(name: str, results: dict[str, Any], table: list[str], notes: str = "")
     command = " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
     payload = {"command": command, "machine": machine(), **results}
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2))
-    md = [f"# {name}", "", f"Command: `{command}`", "", f"Machine: `{json.dumps(payload['machine'])}`", "", *table]
+    md = [
+        f"# {name}",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Machine: `{json.dumps(payload['machine'])}`",
+        "",
+        *table,
+    ]
     if notes:
         md += ["", notes]
     (RESULTS / f"{name}.md").write_text("\n".join(md) + "\n")

@@ -15,7 +15,9 @@ HERE = Path(__file__).resolve().parent
 
 def main() -> int:
     only = {n.strip() for n in os.environ.get("BENCH", "").split(",") if n.strip()}
-    scripts = sorted(p for p in HERE.glob("bench_*.py") if not only or p.stem.removeprefix("bench_") in only)
+    scripts = sorted(
+        p for p in HERE.glob("bench_*.py") if not only or p.stem.removeprefix("bench_") in only
+    )
     failed = []
     for script in scripts:
         print(f"== {script.name}", flush=True)
