@@ -9,10 +9,6 @@ floating gripper through a weld constraint, so grasped objects feel real contact
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("MUJOCO_GL", "egl")
-
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -114,9 +110,10 @@ class TabletopEnv(SimEnv):
         self._finger_adr = [m.jnt_qposadr[m.joint(f"finger_{i}").id] for i in (1, 2)]
         self._gripper_adr = m.jnt_qposadr[m.joint("gripper").id]
         self._gripper_dof = m.jnt_dofadr[m.joint("gripper").id]
-        self._gripper_geoms = {
-            g for g in range(m.ngeom) if m.body(m.geom_bodyid[g]).name in _GRIPPER_BODIES
-        }
+        self._body_ids = {m.body(i).name: i for i in range(1, m.nbody)}
+        self._joint_ids = {m.joint(i).name: i for i in range(m.njnt)}
+        gripper_bodies = [self._body_ids[b] for b in _GRIPPER_BODIES]
+        self._gripper_geoms = np.flatnonzero(np.isin(m.geom_bodyid, gripper_bodies))
         self._kinds: dict[str, ObjectKind] = {o.name: o.kind for o in self.spec.objects}
         self._kinds.update({f"distractor_{i}": k for i, k in enumerate(self.spec.distractors)})
         self._perturber = ScenePerturber(m, self.spec, p)
@@ -234,11 +231,11 @@ class TabletopEnv(SimEnv):
 
     def tcp_pos(self) -> np.ndarray:
         """Tool centre point ``[3]`` (between the fingertips), world frame."""
-        return self.data.site_xpos[self._tcp_id]
+        return self.data.site_xpos[self._tcp_id].copy()
 
     def gripper_quat(self) -> np.ndarray:
         """Gripper orientation ``[4]`` (w, x, y, z); its z axis points from palm to fingers."""
-        return self.data.xquat[self._gripper_id]
+        return self.data.xquat[self._gripper_id].copy()
 
     def gripper_yaw(self) -> float:
         """Heading of the gripper's finger-closing axis in the table plane, radians."""
@@ -246,21 +243,22 @@ class TabletopEnv(SimEnv):
 
     def finger_qpos(self) -> np.ndarray:
         """Finger joint positions ``[2]``: ``[+opening, -opening]``."""
-        return self.data.qpos[self._finger_adr]
+        return self.data.qpos[self._finger_adr].copy()
 
     def object_pos(self, name: str) -> np.ndarray:
         """Centre ``[3]`` of a movable object."""
-        return self.data.xpos[self.model.body(self.object_kind(name) and name).id]
+        return self.data.xpos[self._body_ids[self._check_object(name)]].copy()
 
     def object_quat(self, name: str) -> np.ndarray:
-        return self.data.xquat[self.model.body(self.object_kind(name) and name).id]
+        """Orientation ``[4]`` (w, x, y, z) of a movable object."""
+        return self.data.xquat[self._body_ids[self._check_object(name)]].copy()
 
     def object_yaw(self, name: str) -> float:
         return quat_yaw(self.object_quat(name))
 
     def body_pos(self, name: str, frame: str | None = None) -> np.ndarray:
         """Origin ``[3]`` of any body, in the world or in body ``frame``'s frame."""
-        pos = self.data.xpos[self._body_id(name)]
+        pos = self.data.xpos[self._body_id(name)].copy()
         if frame is None:
             return pos
         fid = self._body_id(frame)
@@ -283,7 +281,7 @@ class TabletopEnv(SimEnv):
         bid = self._body_id(name)
         geoms = d.contact.geom[: d.ncon]
         body_of = self.model.geom_bodyid[geoms]
-        grip = np.isin(geoms, list(self._gripper_geoms))
+        grip = np.isin(geoms, self._gripper_geoms)
         return bool(
             np.any((body_of[:, 0] == bid) & grip[:, 1] | (body_of[:, 1] == bid) & grip[:, 0])
         )
@@ -327,18 +325,14 @@ class TabletopEnv(SimEnv):
         return name
 
     def _body_id(self, name: str) -> int:
-        bid = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, name)
-        if bid < 0:
-            names = [self.model.body(i).name for i in range(1, self.model.nbody)]
-            raise unknown_choice("body", name, names)
-        return bid
+        if name not in self._body_ids:
+            raise unknown_choice("body", name, self._body_ids)
+        return self._body_ids[name]
 
     def _joint_id(self, name: str) -> int:
-        jid = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_JOINT, name)
-        if jid < 0:
-            names = [self.model.joint(i).name for i in range(self.model.njnt)]
-            raise unknown_choice("joint", name, names)
-        return jid
+        if name not in self._joint_ids:
+            raise unknown_choice("joint", name, self._joint_ids)
+        return self._joint_ids[name]
 
 
 def _approach_axis(quat: np.ndarray) -> np.ndarray:
