@@ -87,6 +87,10 @@ def test_bad_inputs_name_the_valid_choices():
         make().make_env(-1)
     with pytest.raises(ConfigError, match="max_steps=0"):
         make(max_steps=0)
+    with pytest.raises(ConfigError, match=r"fps=30 .* 10, 20, 25 or 50"):
+        make(fps=30)
+    with pytest.raises(ConfigError, match="resolution=4"):
+        make(resolution=4)
 
 
 @pytest.mark.parametrize("suite_name", list(SUITES))

@@ -48,6 +48,22 @@ SETTLE_STEPS = 50  # physics steps (0.1 s) letting objects come to rest after a 
 _GRIPPER_BODIES = ("gripper", "finger_1", "finger_2")
 
 
+def control_substeps(fps: int) -> int:
+    """Physics steps per control step at ``fps``; a clear error if it is not a whole number."""
+    substeps = round(1.0 / (fps * TIMESTEP)) if fps > 0 else 0
+    if substeps < 1 or abs(substeps * TIMESTEP * fps - 1.0) > 1e-6:
+        raise ConfigError(
+            f"fps={fps} is not a whole number of {TIMESTEP * 1000:g} ms physics steps; "
+            "use a divisor of 500 such as 10, 20, 25 or 50"
+        )
+    return substeps
+
+
+def check_resolution(resolution: int) -> None:
+    if resolution < 8:
+        raise ConfigError(f"resolution={resolution} is too small; use at least 8 pixels")
+
+
 class TabletopEnv(SimEnv):
     """A tabletop task with LIBERO's observation and action contract.
 
@@ -73,14 +89,8 @@ class TabletopEnv(SimEnv):
                 raise unknown_choice("camera", cam, CAMERA_NAMES)
         if not cameras:
             raise ConfigError(f"no camera selected; choose from {', '.join(CAMERA_NAMES)}")
-        substeps = round(1.0 / (fps * TIMESTEP)) if fps > 0 else 0
-        if substeps < 1 or abs(substeps * TIMESTEP * fps - 1.0) > 1e-6:
-            raise ConfigError(
-                f"fps={fps} is not a whole number of {TIMESTEP * 1000:g} ms physics steps; "
-                "use a divisor of 500 such as 10, 20, 25 or 50"
-            )
-        if resolution < 8:
-            raise ConfigError(f"resolution={resolution} is too small; use at least 8 pixels")
+        substeps = control_substeps(fps)
+        check_resolution(resolution)
         if max_steps < 1:
             raise ConfigError(f"max_steps={max_steps} must be positive")
         self.task = task
@@ -167,7 +177,7 @@ class TabletopEnv(SimEnv):
         d.ctrl[:] = (opening, -opening)
         mujoco.mj_step(self.model, d, nstep=self.substeps)
         self._step_count += 1
-        subgoals = [goal.holds(self) for goal in self.task.goals]
+        subgoals = [bool(goal.holds(self)) for goal in self.task.goals]
         success = all(subgoals)
         info = {
             "success": success,
@@ -185,7 +195,7 @@ class TabletopEnv(SimEnv):
         )
 
     def is_success(self) -> bool:
-        return all(goal.holds(self) for goal in self.task.goals)
+        return all(bool(goal.holds(self)) for goal in self.task.goals)
 
     def close(self) -> None:
         if self._renderer is not None:

@@ -17,7 +17,7 @@ from typing import Any
 from vlaexp.config.sim import PerturbationConfig
 from vlaexp.errors import ConfigError, unknown_choice
 from vlaexp.sim.base import CAMERA_NAMES, Expert, SimEnv, TaskSuite
-from vlaexp.sim.tabletop.env import TabletopEnv
+from vlaexp.sim.tabletop.env import TabletopEnv, check_resolution, control_substeps
 from vlaexp.sim.tabletop.expert import TabletopExpert
 from vlaexp.sim.tabletop.tasks import SUITE_NAMES, SUITES, TaskSpec
 
@@ -64,6 +64,8 @@ class TabletopSuite(TaskSuite):
             raise ConfigError(f"max_steps={max_steps} must be a positive number of steps")
         if int(n_eval_seeds) < 1:
             raise ConfigError(f"n_eval_seeds={n_eval_seeds} must be positive")
+        control_substeps(int(fps))
+        check_resolution(int(resolution))
         self.name = str(name)
         self.task_type = str(task_type)
         self.max_steps = int(max_steps)
