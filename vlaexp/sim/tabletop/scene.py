@@ -37,12 +37,12 @@ FINGER_FORCE = 15.0  # N per finger when squeezing
 # Tool-centre-point workspace the controller keeps the gripper in.
 WORKSPACE_LOW = np.array([-0.4, -0.34, 0.013])
 WORKSPACE_HIGH = np.array([0.4, 0.38, 0.45])
-HOME_TCP = np.array([0.0, -0.05, 0.24])
+HOME_TCP = np.array([0.0, 0.0, 0.28])
 DOWN_QUAT = np.array([0.0, 1.0, 0.0, 0.0])  # approach axis pointing at the table, yaw 0
 
-AGENTVIEW_POS = np.array([0.0, -0.62, 0.56])
-AGENTVIEW_TARGET = np.array([0.0, 0.05, 0.0])
-AGENTVIEW_FOVY = 45.0
+AGENTVIEW_POS = np.array([0.0, -0.52, 0.62])
+AGENTVIEW_TARGET = np.array([0.0, 0.03, 0.0])
+AGENTVIEW_FOVY = 50.0
 WRIST_FOVY = 75.0
 
 TABLE_RGBA = (0.72, 0.62, 0.5, 1.0)

@@ -191,6 +191,7 @@ class PickPlace:
 
 PUSH_Z = 0.025  # TCP height while pushing: closed fingertips 1 cm above the table
 PUSHER_HALF = 0.012  # half width of the two closed fingers
+PUSH_DONE = 0.012  # stop pushing once the object's centre is this close to the square's
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,9 @@ class Push:
         # Pusher centre this far behind the object's centre when touching its back.
         behind = env.object_kind(self.obj).footprint * 0.75 + PUSHER_HALF + 0.003
         for _ in range(3):
-            d, _ = self._direction(env)
+            d, dist = self._direction(env)
+            if dist < PUSH_DONE:
+                return
             start = env.object_pos(self.obj)[:2] - d * (behind + 0.04)
             yield from _move(env, np.array([*start, Z_TRANSIT]), 0.0, CLOSE, "approach", FAST, 0.01)
             yield from _move(
@@ -219,16 +222,18 @@ class Push:
             )
             for _ in range(100):
                 d, dist = self._direction(env)
-                if dist < 0.008:
-                    yield from retreat(env, CLOSE)
-                    return
+                if dist < PUSH_DONE:
+                    break
                 contact = env.object_pos(self.obj)[:2] - d * behind
                 rel = env.tcp_pos()[:2] - contact
                 lateral = rel - (rel @ d) * d
-                if np.linalg.norm(lateral) > 0.02 or rel @ d > 0.01:
+                if np.linalg.norm(lateral) > 0.02 or rel @ d > 0.02:
                     break  # slipped off the object's back: go round again
                 goal = np.array([*(contact + d * min(0.02, dist)), PUSH_Z])
                 yield Command(_action(env, goal, 0.0, CLOSE, FINE), "push")
+            # Back away before rising, so the fingers do not drag the object up with them.
+            away = np.array([*(env.tcp_pos()[:2] - d * 0.03), PUSH_Z])
+            yield from _move(env, away, 0.0, CLOSE, "back_off", SLOW, 0.005, 10)
             yield from retreat(env, CLOSE)
 
 

@@ -249,7 +249,13 @@ def _goal_fill(b: LayoutBuilder) -> None:
     if not _in_area(blue):
         raise LayoutRejected(BLUE)
     b.place(BLUE, blue, cube.footprint, float(b.rng.uniform(*_CUBE_YAW)))
-    b.block("push", blue + direction * 0.08, target, 0.035)
+    # The fingers come down behind the cube and follow it to the square: nothing placed so
+    # far may stand on that path, and nothing placed later will.
+    start = blue + direction * 0.08
+    for t in np.linspace(0.0, 1.0, 6):
+        if not b.is_free(start + t * (target - start), 0.03, ignore=("target", BLUE)):
+            raise LayoutRejected("push path")
+    b.block("push", start, target, 0.035)
     b.sample(RED, AREA_X, (-0.2, 0.1), cube.footprint, _CUBE_YAW)
     b.sample(YELLOW, AREA_X, (-0.2, 0.1), OBJECT_KINDS["cylinder"].footprint)
 
