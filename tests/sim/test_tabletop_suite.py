@@ -138,3 +138,14 @@ def test_evaluate_experts_cli_writes_the_table(tmp_path, capsys):
     assert [r["task_id"] for r in results] == list(range(10))
     assert all(r["success_rate"] == 1.0 and r["horizon"] == 300 for r in results)
     assert "press the button" in capsys.readouterr().out
+
+
+def test_evaluate_experts_parses_perturbations():
+    parsed = evaluate_experts.parse_perturbation(["distractors=2", "object_colors=true"])
+    assert parsed == {"distractors": 2, "object_colors": True}
+    suite = evaluate_experts.make_suite("goal", "freeze", parsed)
+    assert suite.perturbation == PerturbationConfig(distractors=2, object_colors=True, freeze=True)
+    with pytest.raises(ValueError, match="key in"):
+        evaluate_experts.parse_perturbation(["shadows=true"])
+    with pytest.raises(ValueError, match="true or false"):
+        evaluate_experts.parse_perturbation(["table_texture=yes"])

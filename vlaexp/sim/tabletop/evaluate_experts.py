@@ -5,13 +5,15 @@
 
 prints the per-task table and writes ``README.md`` (Markdown, with the command) and
 ``results.json`` to ``--out``. ``--faults`` adds runs with each expert fault switched on, to
-show that the faults make the expert fail. Episodes run without rendering: the expert reads
-privileged state and images do not change the physics.
+show that the faults make the expert fail; ``--perturbation key=value ...`` evaluates under
+scene perturbations (``PerturbationConfig`` fields). Episodes run without rendering: the
+expert reads privileged state and images do not change the physics.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -31,9 +33,15 @@ from vlaexp.sim.tabletop.suite import TabletopSuite
 from vlaexp.sim.tabletop.tasks import DEFAULT_MAX_STEPS, SUITE_NAMES
 
 
-def make_suite(suite: str, fault: str = "none") -> TabletopSuite:
-    """The ``tabletop_<suite>`` suite with its default horizon and ``fault`` switched on."""
-    perturbation = PerturbationConfig(**({fault: True} if fault != "none" else {}))
+def make_suite(
+    suite: str, fault: str = "none", perturbation: dict[str, Any] | None = None
+) -> TabletopSuite:
+    """The ``tabletop_<suite>`` suite with its default horizon, ``perturbation`` (field
+    overrides of ``PerturbationConfig``) and ``fault`` switched on."""
+    fields = dict(perturbation or {})
+    if fault != "none":
+        fields[fault] = True
+    perturbation = PerturbationConfig(**fields)
     return TabletopSuite(
         name=f"tabletop_{suite}",
         max_steps=DEFAULT_MAX_STEPS[suite],
@@ -58,13 +66,14 @@ def run_episode(env, expert: TabletopExpert, seed: int) -> dict[str, Any]:
     }
 
 
-def evaluate_task(job: tuple[str, int, int, str]) -> dict[str, Any]:
+def evaluate_task(job: tuple[str, int, int, str, dict[str, Any]]) -> dict[str, Any]:
     """Run the first ``episodes`` evaluation seeds of one task.
 
-    ``job = (suite, task_id, episodes, fault)``, one tuple so a process pool can map it.
+    ``job = (suite, task_id, episodes, fault, perturbation)``, one tuple so a process pool
+    can map it.
     """
-    suite_name, task_id, episodes, fault = job
-    suite = make_suite(suite_name, fault)
+    suite_name, task_id, episodes, fault, perturbation = job
+    suite = make_suite(suite_name, fault, perturbation)
     env = suite.make_env(task_id, render=False)
     expert = suite.make_expert(env)
     start = time.perf_counter()
@@ -115,6 +124,9 @@ def render_markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "change the physics.",
         "",
     ]
+    if meta["perturbation"]:
+        shown = ", ".join(f"`{k}={v}`" for k, v in meta["perturbation"].items())
+        lines += [f"Scene perturbations in every episode: {shown}.", ""]
     if clean:
         lines += [
             "## Summary",
@@ -175,6 +187,25 @@ def render_markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def parse_perturbation(pairs: list[str]) -> dict[str, Any]:
+    """``["distractors=3", "object_colors=true"]`` -> typed ``PerturbationConfig`` overrides."""
+    types = {f.name: type(f.default) for f in dataclasses.fields(PerturbationConfig)}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in types:
+            raise ValueError(
+                f"bad --perturbation '{pair}'; use key=value with key in {list(types)}"
+            )
+        if types[key] is bool:
+            if value.lower() not in ("true", "false"):
+                raise ValueError(f"--perturbation {key} takes true or false, got '{value}'")
+            out[key] = value.lower() == "true"
+        else:
+            out[key] = types[key](value)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -184,13 +215,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--faults", nargs="*", choices=FAULTS, default=[])
     parser.add_argument("--fault-episodes", type=int, default=10, help="seeds per task per fault")
+    parser.add_argument(
+        "--perturbation", nargs="*", default=[], metavar="KEY=VALUE", help="scene perturbations"
+    )
     args = parser.parse_args(argv)
     if args.episodes < 1 or args.fault_episodes < 1:
         parser.error("--episodes and --fault-episodes must be positive")
+    try:
+        scene = parse_perturbation(args.perturbation)
+    except ValueError as err:
+        parser.error(str(err))
 
-    jobs = [(s, t, args.episodes, "none") for s in args.suites for t in make_suite(s).task_ids]
+    jobs = [
+        (s, t, args.episodes, "none", scene) for s in args.suites for t in make_suite(s).task_ids
+    ]
     jobs += [
-        (s, t, args.fault_episodes, f)
+        (s, t, args.fault_episodes, f, scene)
         for f in args.faults
         for s in args.suites
         for t in make_suite(s).task_ids
@@ -212,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         "mujoco": mujoco.__version__,
         "python": platform.python_version(),
         "workers": args.workers,
+        "perturbation": scene,
         "wall_s": time.perf_counter() - start,
     }
     markdown = render_markdown(results, meta)
