@@ -60,6 +60,21 @@ def test_expert_is_deterministic():
     assert actions[0].dtype == np.float32 and np.abs(actions[0]).max() <= 1.0
 
 
+def test_expert_must_be_reset_with_the_env():
+    s = make_suite("spatial")
+    env = s.make_env(0, render=False)
+    expert = s.make_expert(env)
+    obs = env.reset(1)
+    with pytest.raises(RuntimeError, match=r"call expert\.reset\(\) after"):
+        expert.act(obs)
+    expert.reset()
+    env.step(expert.act(obs))
+    obs = env.reset(2)
+    with pytest.raises(RuntimeError, match="expert was not"):
+        expert.act(obs)
+    env.close()
+
+
 def test_early_release_drops_the_object_away_from_the_plate():
     env, expert, result = episode("spatial", 0, early_release=True)
     assert expert.fault == "early_release" and expert.fault_step is not None

@@ -5,6 +5,9 @@ tool centre point by ``action[:3] * 0.05`` m and rotates the gripper by the worl
 rotation vector ``action[3:6] * 0.5`` rad (about the tool centre point), relative to where it
 is now; ``action[6]`` sets the fingers from open (-1) to closed (+1). A mocap target drags the
 floating gripper through a weld constraint, so grasped objects feel real contact forces.
+
+Rendering is headless through ``MUJOCO_GL`` (``egl`` unless set; this package sets it before
+importing mujoco, so export it yourself if your program imports mujoco first).
 """
 
 from __future__ import annotations

@@ -51,6 +51,7 @@ class TabletopExpert(Expert):
         self._steps = 0
         self._grip = OPEN
         self._frozen = False
+        self._noise_rng: np.random.Generator | None = None
 
     @property
     def enabled_faults(self) -> tuple[str, ...]:
@@ -98,6 +99,10 @@ class TabletopExpert(Expert):
 
     def act(self, obs: dict[str, Any]) -> np.ndarray:
         """Next float32[7] action; ``obs`` is unused (the expert reads privileged state)."""
+        if self._noise_rng is None:
+            raise RuntimeError("call expert.reset() after env.reset() before act()")
+        if self.env.step_count == 0 and self._steps > 0:
+            raise RuntimeError("the env was reset but the expert was not: call expert.reset()")
         self._steps += 1
         cmd = None if self._frozen else self._next_command()
         if cmd is not None and self._should_freeze(cmd):
