@@ -52,6 +52,10 @@ class TabletopExpert(Expert):
         self._grip = OPEN
         self._frozen = False
         self._noise_rng: np.random.Generator | None = None
+        # Where the drawn fault strikes: skill index, carry fraction, phase name.
+        self._fault_skill = -1
+        self._release_at = 1.0
+        self._freeze_phase = ""
 
     @property
     def enabled_faults(self) -> tuple[str, ...]:
