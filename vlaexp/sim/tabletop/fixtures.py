@@ -46,8 +46,6 @@ BUTTON_CAP_TOP = 0.038  # cap top above the table when up
 KNOB_GRASP_Z = 0.046  # TCP height that straddles the knob's bar above its collar
 KNOB_BAR_TOP = 0.052
 
-FIXTURE_NAMES = ("plate", "bowl", "basket", "stand", "target", "cabinet", "button", "knob")
-
 # Clearance radius of each fixture seen from above, for layout sampling.
 FIXTURE_FOOTPRINT = {
     "plate": PLATE_RADIUS,

@@ -30,12 +30,7 @@ class ObjectKind:
     rest_z: float  # body-origin height above the support when resting
     footprint: float  # radius of a circle covering the object seen from above (layout spacing)
     yaw_period: float  # grasp symmetry about z: pi/2 square, pi elongated, 0 round
-    grasp_dz: float = 0.0  # TCP height above the body origin when grasping
     rolls: bool = False  # round objects get rolling friction so they come to rest
-
-    @property
-    def height(self) -> float:
-        return 2.0 * self.rest_z
 
 
 _HALF_PI = float(np.pi / 2)
@@ -108,8 +103,3 @@ class SceneObject:
     def name(self) -> str:
         base = f"{self.color}_{self.kind.noun}"
         return f"{base}_{self.tag}" if self.tag else base
-
-    @property
-    def phrase(self) -> str:
-        """How instructions name it: "red cube"."""
-        return f"{self.color} {self.kind.noun}"

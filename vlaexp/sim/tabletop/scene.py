@@ -21,18 +21,16 @@ from vlaexp.sim.tabletop.objects import COLORS, ObjectKind, SceneObject
 
 TIMESTEP = 0.002  # physics step, s; 25 substeps per 20 Hz control step
 
-# Table top extent usable for layouts.
-TABLE_X = (-0.42, 0.42)
-TABLE_Y = (-0.3, 0.36)
-
 # Gripper geometry, in the gripper body frame whose +z axis points from palm to fingertips.
 FINGER_OPEN = 0.04  # finger joint travel: 0 closed, 0.04 open (gap 8 cm)
 TCP_OFFSET = 0.06  # tool centre point below the palm centre, along the approach axis
 FINGERTIP_BELOW_TCP = 0.015
 FINGER_HALF = (0.006, 0.012, 0.03)
 FINGER_FORCE = 15.0  # N per finger when squeezing
-# Finger joint damping caps the closing speed near 0.15 m/s, so a finger never tunnels
-# through a thin object within one physics step.
+FINGER_KP = 1500.0  # N/m: a finger stopped 1 cm short of closed already pushes FINGER_FORCE
+# N s/m: caps the closing speed near FINGER_FORCE / FINGER_DAMPING = 0.15 m/s, so a finger
+# never tunnels through a thin object within one physics step.
+FINGER_DAMPING = 100.0
 
 # Tool-centre-point workspace the controller keeps the gripper in.
 WORKSPACE_LOW = np.array([-0.4, -0.34, 0.013])
@@ -106,8 +104,8 @@ def _gripper_xml() -> str:
     finger_contact = 'condim="4" friction="2 0.05 0.001" solref="0.01 1" solimp="0.95 0.99 0.001"'
     fingers = "".join(
         f'<body name="finger_{i}" pos="{sign * fx:.4f} 0 {finger_z:.4f}" gravcomp="1">'
-        f'<joint name="finger_{i}" type="slide" axis="1 0 0" range="{rng}" damping="100" '
-        'armature="0.01"/>'
+        f'<joint name="finger_{i}" type="slide" axis="1 0 0" range="{rng}" '
+        f'damping="{FINGER_DAMPING}" armature="0.01"/>'
         f'<geom name="finger_{i}" type="box" size="{fx} {fy} {fz}" mass="0.05" '
         f'material="finger_mat" {finger_contact}/>'
         "</body>"
@@ -206,9 +204,9 @@ def build_scene_xml(spec: SceneSpec, resolution: int) -> str:
     <weld body1="gripper_target" body2="gripper" solref="0.01 1" relpose="0 0 0 1 0 0 0"/>
   </equality>
   <actuator>
-    <position name="finger_1" joint="finger_1" kp="1500" ctrlrange="0 {FINGER_OPEN}"
+    <position name="finger_1" joint="finger_1" kp="{FINGER_KP}" ctrlrange="0 {FINGER_OPEN}"
       forcerange="-{FINGER_FORCE} {FINGER_FORCE}"/>
-    <position name="finger_2" joint="finger_2" kp="1500" ctrlrange="-{FINGER_OPEN} 0"
+    <position name="finger_2" joint="finger_2" kp="{FINGER_KP}" ctrlrange="-{FINGER_OPEN} 0"
       forcerange="-{FINGER_FORCE} {FINGER_FORCE}"/>
   </actuator>
 </mujoco>

@@ -155,7 +155,8 @@ class PickPlace:
     def _grasp(self, env: TabletopEnv, yaw: float) -> Iterator[Command]:
         """Approach, descend, close and lift; the generator returns whether the object came up."""
         obj = self.obj
-        grasp_z = max(env.object_pos(obj)[2] + env.object_kind(obj).grasp_dz, GRASP_Z_MIN)
+        # Fingers close at the object's centre height, or as low as the table lets them.
+        grasp_z = max(env.object_pos(obj)[2], GRASP_Z_MIN)
         yield from _move(env, _over(env, obj, Z_TRANSIT), yaw, OPEN, "approach", FAST, tol=0.01)
         yield from _move(env, _over(env, obj, grasp_z), yaw, OPEN, "descend", SLOW, 0.004, 40)
         yield from hold(env, CLOSE, 6, "grasp")
