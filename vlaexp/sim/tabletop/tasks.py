@@ -63,7 +63,8 @@ def _place_near(
     yaw_range: tuple[float, float],
     extra: tuple[float, float] = (0.0, 0.03),
 ) -> np.ndarray:
-    """Place object ``name`` beside fixture ``anchor`` along unit ``direction`` ``[2]``."""
+    """Place cube ``name`` beside fixture ``anchor``, along unit ``direction`` ``[2]`` (camera
+    left is -x, behind is +y), ``extra`` metres further out than the minimum gap."""
     radius = OBJECT_KINDS["cube"].footprint
     anchor_radius = fx.FIXTURE_FOOTPRINT[anchor]
     dist = anchor_radius + radius + b.gap + b.rng.uniform(*extra)
@@ -129,7 +130,7 @@ def _spatial_between(b: LayoutBuilder) -> None:
         ignore=("plate", "bowl"),
     )
     xy = b.sample(OTHER, AREA_X, AREA_Y, OBJECT_KINDS["cube"].footprint, _CUBE_YAW)
-    if np.linalg.norm(xy - mid) < 0.2:
+    if np.linalg.norm(xy - mid) < 0.2:  # the segment's half length is at most 0.17
         raise LayoutRejected(OTHER)
 
 
