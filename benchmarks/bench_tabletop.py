@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     meta = {
-        "command": "python benchmarks/bench_tabletop.py " + shlex.join(argv),
+        "command": " ".join(["python benchmarks/bench_tabletop.py", shlex.join(argv)]).strip(),
         "resolution": args.resolution,
         "cameras": ["agentview", "wrist"],
         "steps_per_repeat": args.steps,

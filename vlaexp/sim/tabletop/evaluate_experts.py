@@ -246,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     meta = {
-        "command": "python -m vlaexp.sim.tabletop.evaluate_experts " + shlex.join(argv),
+        "command": " ".join(
+            ["python -m vlaexp.sim.tabletop.evaluate_experts", shlex.join(argv)]
+        ).strip(),
         "cpu_count": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
         "mujoco": mujoco.__version__,
