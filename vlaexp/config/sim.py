@@ -25,6 +25,9 @@ class PerturbationConfig:
     early_release: bool = False  # expert opens the gripper while carrying
     wrong_target: bool = False  # expert manipulates another object / place than asked
     freeze: bool = False  # expert stops moving part-way through
+    # Chance that an episode gets one of the enabled faults (one per episode, drawn from its
+    # seed); below 1 a collected dataset mixes clean successes with tagged failures.
+    fault_prob: float = 1.0
 
 
 @dataclass

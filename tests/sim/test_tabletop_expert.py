@@ -1,0 +1,198 @@
+"""The scripted expert solves every task, and each expert fault makes it fail as intended."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vlaexp.config.sim import PerturbationConfig
+from vlaexp.sim.tabletop import fixtures as fx
+from vlaexp.sim.tabletop import predicates as pr
+from vlaexp.sim.tabletop.evaluate_experts import make_suite, run_episode
+from vlaexp.sim.tabletop.expert import TabletopExpert
+from vlaexp.sim.tabletop.tasks import OTHER, RED, SUITES, TARGET
+
+
+def episode(suite: str, task_id: int, seed_index: int = 0, **faults):
+    """Run one expert episode; return (env, expert, result dict). The caller closes env."""
+    s = make_suite(suite)
+    s.perturbation = PerturbationConfig(**faults)
+    env = s.make_env(task_id, render=False)
+    expert = s.make_expert(env)
+    result = run_episode(env, expert, s.eval_seeds(task_id)[seed_index])
+    return env, expert, result
+
+
+@pytest.mark.parametrize(
+    ("suite", "task_id"), [(s, t) for s in SUITES for t in range(len(SUITES[s]))]
+)
+def test_expert_solves_every_task_on_its_first_seed(suite, task_id):
+    env, expert, result = episode(suite, task_id)
+    env.close()
+    assert result["success"] and expert.fault == "none"
+    assert result["steps"] < make_suite(suite).max_steps * 0.6  # comfortably inside the horizon
+
+
+@pytest.mark.parametrize("suite", list(SUITES))
+def test_expert_solves_more_seeds(suite):
+    for task_id in (0, len(SUITES[suite]) - 1):
+        for seed_index in (1, 2):
+            env, _, result = episode(suite, task_id, seed_index)
+            env.close()
+            assert result["success"], (suite, task_id, seed_index)
+
+
+def test_expert_is_deterministic():
+    actions = []
+    for _ in range(2):
+        s = make_suite("goal")
+        env = s.make_env(4, render=False)
+        expert = s.make_expert(env)
+        obs = env.reset(77)
+        expert.reset()
+        run = []
+        for _ in range(40):
+            run.append(expert.act(obs))
+            obs = env.step(run[-1]).obs
+        actions.append(np.array(run))
+        env.close()
+    np.testing.assert_array_equal(actions[0], actions[1])
+    assert actions[0].dtype == np.float32 and np.abs(actions[0]).max() <= 1.0
+
+
+def test_expert_must_be_reset_with_the_env():
+    s = make_suite("spatial")
+    env = s.make_env(0, render=False)
+    expert = s.make_expert(env)
+    obs = env.reset(1)
+    with pytest.raises(RuntimeError, match=r"call expert\.reset\(\) after"):
+        expert.act(obs)
+    expert.reset()
+    env.step(expert.act(obs))
+    obs = env.reset(2)
+    with pytest.raises(RuntimeError, match="expert was not"):
+        expert.act(obs)
+    env.close()
+
+
+def test_early_release_drops_the_object_away_from_the_plate():
+    env, expert, result = episode("spatial", 0, early_release=True)
+    assert expert.fault == "early_release" and expert.fault_step is not None
+    assert not result["success"] and result["steps"] == make_suite("spatial").max_steps
+    cube = env.object_pos(TARGET)
+    assert cube[2] < 0.03  # back on the table, not carried and not on the plate
+    assert np.linalg.norm(cube[:2] - env.body_pos("plate")[:2]) > fx.PLATE_RADIUS
+    env.close()
+
+
+def test_early_release_lets_go_of_the_drawer_half_way():
+    env, expert, result = episode("goal", 6, early_release=True)
+    assert expert.fault == "early_release" and not result["success"]
+    assert 0.0 < env.joint_value("drawer") < pr.DRAWER_OPEN_AT
+    env.close()
+
+
+def test_early_release_skips_tasks_without_a_held_motion():
+    env, expert, result = episode("goal", 7, early_release=True)  # press the button
+    assert expert.fault == "none" and result["success"]
+    env.close()
+
+
+def test_wrong_target_moves_the_look_alike():
+    env, expert, result = episode("spatial", 0, wrong_target=True)
+    assert expert.fault == "wrong_target" and expert.fault_step == 0
+    assert not result["success"]
+    assert pr.OnPlate(OTHER).holds(env) and not pr.OnPlate(TARGET).holds(env)
+    env.close()
+
+
+def test_wrong_target_does_another_goal():
+    env, _, result = episode("goal", 7, wrong_target=True)  # press the button
+    assert not result["success"] and pr.KnobTurned().holds(env)
+    assert not pr.ButtonPressed().holds(env)
+    env.close()
+
+
+def test_freeze_stops_the_gripper():
+    s = make_suite("goal")
+    s.perturbation = PerturbationConfig(freeze=True)
+    env = s.make_env(0, render=False)
+    expert = s.make_expert(env)
+    obs = env.reset(s.eval_seeds(0)[0])
+    expert.reset()
+    tcp = []
+    for _ in range(s.max_steps):
+        result = env.step(expert.act(obs))
+        obs = result.obs
+        tcp.append(env.tcp_pos().copy())
+    assert expert.fault == "freeze" and expert.fault_step is not None
+    assert not result.info["success"] and not pr.OnPlate(RED).holds(env)
+    after = np.array(tcp[expert.fault_step + 2 :])  # the weld settles within two steps
+    assert np.abs(after - after[0]).max() < 2e-3
+    env.close()
+
+
+def test_action_noise_perturbs_actions_with_the_given_std():
+    s = make_suite("spatial")
+    env = s.make_env(0, render=False)
+    clean = TabletopExpert(env, PerturbationConfig())
+    noisy = TabletopExpert(env, PerturbationConfig(action_noise=0.1))
+    env.reset(s.eval_seeds(0)[0])
+    clean.reset()
+    noisy.reset()
+    obs = env.reset(s.eval_seeds(0)[0])
+    diffs = []
+    for _ in range(25):  # same state for both: compare before stepping
+        a_clean, a_noisy = clean.act(obs), noisy.act(obs)
+        diffs.append(a_noisy - a_clean)
+        obs = env.step(a_clean).obs
+    diffs = np.array(diffs)[:, :6]  # the gripper column is clipped at +-1
+    assert np.std(diffs) == pytest.approx(0.1, rel=0.3)
+    assert noisy.info() == {"fault": "none", "fault_step": None, "action_noise": 0.1}
+    env.close()
+
+
+def test_small_action_noise_is_corrected_heavy_noise_fails():
+    # The expert is closed-loop: a little noise only slows it down ...
+    for seed_index in range(2):
+        env, _, noisy = episode("goal", 0, seed_index, action_noise=0.05)
+        env.close()
+        assert noisy["success"]
+    # ... while 1.5 cm of jitter per step defeats pushing and pulling.
+    for task_id in (5, 6):
+        for seed_index in range(3):
+            env, _, result = episode("goal", task_id, seed_index, action_noise=0.3)
+            env.close()
+            assert not result["success"], (task_id, seed_index)
+
+
+def test_fault_prob_and_mixing():
+    s = make_suite("goal")
+    s.perturbation = PerturbationConfig(early_release=True, wrong_target=True, freeze=True)
+    env = s.make_env(9, render=False)
+    expert = s.make_expert(env)
+    seen = set()
+    for seed in s.eval_seeds(9)[:12]:
+        env.reset(seed)
+        expert.reset()
+        seen.add(expert.fault)
+    assert seen == {"early_release", "wrong_target", "freeze"}
+    never = TabletopExpert(env, PerturbationConfig(freeze=True, fault_prob=0.0))
+    env.reset(1)
+    never.reset()
+    assert never.fault == "none"
+    with pytest.raises(ValueError, match="fault_prob"):
+        TabletopExpert(env, PerturbationConfig(fault_prob=1.5))
+    env.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suite", list(SUITES))
+def test_expert_success_rate_on_all_eval_seeds(suite):
+    s = make_suite(suite)
+    for task_id in s.task_ids:
+        env = s.make_env(task_id, render=False)
+        expert = s.make_expert(env)
+        wins = [run_episode(env, expert, seed)["success"] for seed in s.eval_seeds(task_id)]
+        env.close()
+        assert np.mean(wins) >= 0.95, (suite, task_id, np.mean(wins))
