@@ -21,6 +21,7 @@ from vlaexp.config.compose import (
     check_overrides,
     experiment_descriptions,
     group_options,
+    normalize_overrides,
 )
 from vlaexp.config.store import register_configs
 from vlaexp.errors import ConfigError, VlaexpError
@@ -126,9 +127,11 @@ def main() -> None:
         print_help()
         return
     hydra_only = args.hydra_help or args.info or args.shell_completion or args.experimental_rerun
+    overrides = normalize_overrides(args.overrides)
+    sys.argv = [sys.argv[0], *[a for a in sys.argv[1:] if a not in args.overrides], *overrides]
     if not hydra_only:
         try:
-            check_overrides(args.overrides)
+            check_overrides(overrides)
         except VlaexpError as e:
             print(f"vlaexp: error: {e}", file=sys.stderr)
             sys.exit(2)

@@ -51,11 +51,30 @@ def hydra_context() -> Iterator[GlobalHydra]:
         yield GlobalHydra.instance()
 
 
+def normalize_overrides(overrides: Sequence[str]) -> list[str]:
+    """Move a `debug` choice to the end as ``+debug=NAME``.
+
+    Debug presets must win over the experiment's values (a smoke run of any experiment),
+    but ``+experiment=NAME`` is appended to the end of the defaults list, after anything
+    listed there. Appending the debug preset last keeps it last, whatever the order typed.
+    """
+    rest, debug = [], []
+    for o in overrides:
+        key, sep, value = o.partition("=")
+        if sep and key.lstrip("+") == "debug":
+            debug.append(f"+debug={value}")
+        else:
+            rest.append(o)
+    return rest + debug
+
+
 def compose_config(overrides: Sequence[str] = (), return_hydra_config: bool = False) -> DictConfig:
     """The composed (unresolved) config for ``overrides``, as the entry point would see it."""
     with hydra_context():
         return compose(
-            CONFIG_NAME, overrides=list(overrides), return_hydra_config=return_hydra_config
+            CONFIG_NAME,
+            overrides=normalize_overrides(overrides),
+            return_hydra_config=return_hydra_config,
         )
 
 
@@ -145,7 +164,7 @@ def _explain_key_error(exc: BaseException, base_overrides: list[str]) -> ConfigE
 def check_overrides(overrides: Sequence[str]) -> None:
     """Raise :class:`ConfigError` if ``overrides`` would not compose; the message says why."""
     try:
-        parsed = OverridesParser.create().parse_overrides(list(overrides))
+        parsed = OverridesParser.create().parse_overrides(normalize_overrides(overrides))
     except OverrideParseException as e:
         raise ConfigError(f"Cannot parse the command line: {e}") from None
     parsed = [o for o in parsed if not o.is_hydra_override()]

@@ -131,8 +131,7 @@ def collect_demonstrations(
         with suite.make_env(task_id) as env:
             expert = suite.make_expert(env)
             for seed in suite.train_seeds(task_id, episodes_per_task, seed_offset):
-                expert.reset()
-                ep = rollout(env, expert.act, seed)
+                ep = rollout(env, expert.act, seed, after_reset=expert.reset)
                 per_task.setdefault(task_id, []).append(ep.success)
                 if not ep.success and not keep_failures:
                     continue

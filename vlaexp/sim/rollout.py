@@ -37,10 +37,16 @@ def rollout(
     seed: int,
     max_steps: int | None = None,
     keep_observations: bool = True,
+    after_reset: Callable[[], None] | None = None,
 ) -> Episode:
-    """Run until success or the horizon; ``keep_observations=False`` keeps only the last one."""
+    """Run until success or the horizon; ``keep_observations=False`` keeps only the last one.
+
+    ``after_reset`` runs once the env is reset (a scripted expert plans from that state).
+    """
     horizon = max_steps or env.max_steps
     obs = env.reset(seed)
+    if after_reset is not None:
+        after_reset()
     ep = Episode(seed=seed, task_id=env.task_id, instruction=env.instruction)
     for _ in range(horizon):
         action = np.asarray(actor(obs), dtype=np.float32)

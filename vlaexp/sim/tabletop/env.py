@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 POS_SCALE = 0.05  # metres per step at |action| = 1 (robosuite OSC_POSE output_max)
 ROT_SCALE = 0.5  # radians per step at |action| = 1
 SETTLE_STEPS = 50  # physics steps (0.1 s) letting objects come to rest after a reset
+LIFTED = 0.015  # an object held this far above where it started counts as grasped (m)
+DROP_GAP = 0.03  # an object let go this far above the surface below it was dropped (m)
 _GRIPPER_BODIES = ("gripper", "finger_1", "finger_2")
 
 
@@ -133,6 +135,11 @@ class TabletopEnv(SimEnv):
         self._renderer = mujoco.Renderer(m, resolution, resolution) if render else None
         self._cam_ids = {c: m.camera(c).id for c in self.cameras}
         self._step_count = 0
+        self._start_z: dict[str, float] = {}
+        self._held: dict[str, bool] = {}
+        self._lifted: set[str] = set()
+        self._dropped: set[str] = set()
+        self._contacted: set[str] = set()
 
     # ------------------------------------------------------------------ SimEnv contract
     def reset(self, seed: int) -> dict[str, Any]:
@@ -159,6 +166,9 @@ class TabletopEnv(SimEnv):
         self._teleport_gripper(tcp, DOWN_QUAT, FINGER_OPEN)
         mujoco.mj_step(m, d, nstep=SETTLE_STEPS)
         self._step_count = 0
+        self._start_z = {n: float(self.object_pos(n)[2]) for n in self.task.carried}
+        self._held = dict.fromkeys(self.task.carried, False)
+        self._lifted, self._dropped, self._contacted = set(), set(), set()
         return self._observe()
 
     def step(self, action: np.ndarray) -> StepResult:
@@ -180,6 +190,7 @@ class TabletopEnv(SimEnv):
         d.ctrl[:] = (opening, -opening)
         mujoco.mj_step(self.model, d, nstep=self.substeps)
         self._step_count += 1
+        self._track_failures()
         subgoals = [bool(goal.holds(self)) for goal in self.task.goals]
         success = all(subgoals)
         info = {
@@ -199,6 +210,53 @@ class TabletopEnv(SimEnv):
 
     def is_success(self) -> bool:
         return all(bool(goal.holds(self)) for goal in self.task.goals)
+
+    def failure_mode(self) -> str:
+        """never_grasped / dropped / missed_goal / timeout, from what happened this episode."""
+        carried = self.task.carried
+        if carried and not self._lifted:
+            return "never_grasped"
+        if self._dropped:
+            return "dropped"
+        if carried or self._contacted:
+            return "missed_goal"
+        return "timeout"
+
+    def _track_failures(self) -> None:
+        """Per step: which carried objects were lifted, which were let go in mid-air, and
+        which of the task's fixtures the gripper touched."""
+        for name in self.task.carried:
+            held = self.touching_gripper(name)
+            z = float(self.object_pos(name)[2])
+            if held and z > self._start_z[name] + LIFTED:
+                self._lifted.add(name)
+            if (
+                self._held[name]
+                and not held
+                and name in self._lifted
+                and self._gap_below(name) > DROP_GAP
+            ):
+                self._dropped.add(name)
+            self._held[name] = held
+        for body in self.task.manipulated:
+            if body not in self._contacted and self.touching_gripper(body):
+                self._contacted.add(body)
+
+    def _gap_below(self, name: str) -> float:
+        """Distance (m) from the bottom of object ``name`` to the first surface below it."""
+        bottom = self.object_pos(name) - np.array([0.0, 0.0, self._kinds[name].rest_z + 1e-3])
+        geom = np.zeros(1, dtype=np.int32)
+        dist = mujoco.mj_ray(
+            self.model,
+            self.data,
+            bottom,
+            np.array([0.0, 0.0, -1.0]),
+            None,
+            1,
+            self._body_ids[name],
+            geom,
+        )
+        return float(dist) if dist >= 0 else float("inf")
 
     def close(self) -> None:
         if self._renderer is not None:

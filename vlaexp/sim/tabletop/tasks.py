@@ -41,6 +41,26 @@ class TaskSpec:
     plan: tuple[Skill, ...]
     wrong_plan: tuple[Skill, ...]
 
+    @property
+    def carried(self) -> tuple[str, ...]:
+        """Objects the task needs picked up and carried (for failure classification)."""
+        return tuple(s.obj for s in self.plan if isinstance(s, PickPlace))
+
+    @property
+    def manipulated(self) -> tuple[str, ...]:
+        """Bodies the task needs the gripper to push, pull, press or turn."""
+        bodies = {
+            Push: None,
+            OpenDrawer: "drawer",
+            PressButton: "button_cap",
+            TurnKnob: "knob_dial",
+        }
+        out = []
+        for s in self.plan:
+            if type(s) in bodies:
+                out.append(s.obj if isinstance(s, Push) else bodies[type(s)])
+        return tuple(out)
+
 
 def _yaw_range(name: str, scene: SceneSpec) -> tuple[float, float]:
     """Random heading of an object: any for round shapes, within 30 degrees of the natural
