@@ -121,13 +121,14 @@ class RobosuiteEnv(SimEnv):
             for name in task.scene_objects
         ]
         self._perturber = ScenePerturber(self.model, task, object_geoms, self.perturbation)
-        self._renderer = (
-            CameraRenderer(
-                self.model, self.data, {c: ROBOSUITE_CAMERAS[c] for c in self.cameras}, resolution
-            )
-            if render
-            else None
-        )
+        self._renderer: CameraRenderer | None = None
+        if render:
+            cams = {c: ROBOSUITE_CAMERAS[c] for c in self.cameras}
+            try:
+                self._renderer = CameraRenderer(self.model, self.data, cams, resolution)
+            except RuntimeError:
+                self.raw.close()
+                raise
         self._steps = 0
         self._start_z = 0.0
         self._held = False
@@ -141,6 +142,9 @@ class RobosuiteEnv(SimEnv):
             raise ValueError(f"seed={seed} must be non-negative")
         self.seed = int(seed)
         self._perturber.apply(np.random.default_rng([self.seed, 1]))
+        # robosuite's soft reset keeps the gripper's commanded opening from the last episode;
+        # a fresh gripper starts from zero (half open).
+        self._gripper.current_action = np.zeros(self._gripper.dof)
         with global_numpy_seed(self.seed):
             raw_obs = self.raw.reset()
         for _ in range(SETTLE_STEPS):
@@ -237,11 +241,6 @@ class RobosuiteEnv(SimEnv):
     @property
     def step_count(self) -> int:
         return self._steps
-
-    @property
-    def object_names(self) -> tuple[str, ...]:
-        """Names of the scene's robosuite objects."""
-        return tuple(self._objects)
 
     def grip_pos(self) -> np.ndarray:
         """float[3] the grip site between the fingertips (the point OSC_POSE moves), world."""

@@ -53,7 +53,9 @@ AIM_MARGIN = 0.02  # clearance (m) between the placed object and the goal region
 LIFT_SPEED = 0.4  # action magnitude cap while raising a held object (gentle on the grasp)
 DESCEND_SPEED = 0.5  # action cap while descending onto the object (no overshoot into it)
 DESCEND_STEPS = 30  # a descent taking longer than this is blocked
-CLOSE_STEPS = 6  # the Panda fingers go from open to closed in 8 control steps at 20 Hz
+# The fingers' command moves a quarter of its range per 20 Hz step (8 steps end to end):
+# 6 steps squeeze a cube or the can, 8 open them fully.
+CLOSE_STEPS = 6
 OPEN_STEPS = 8
 REACHED = 0.008  # waypoint tolerance (m)
 ALIGNED = 0.08  # orientation tolerance (rad)
@@ -174,7 +176,7 @@ class RobosuiteExpert(Expert):
             # Descending off-centre lands a finger on the object: line up tightly in xy.
             err = grip - self._hover_point()
             near = np.linalg.norm(err[:2]) < REACHED / 2 and abs(err[2]) < 2 * REACHED
-            if near and self._yaw_error() < ALIGNED:
+            if near and self._orientation_error() < ALIGNED:
                 self._enter("descend")
         elif phase == "descend":
             if np.linalg.norm(grip - self._grasp_point()) < REACHED:
@@ -312,11 +314,12 @@ class RobosuiteExpert(Expert):
         mujoco.mju_quat2Vel(rotvec, quat, 1.0)
         return rotvec
 
-    def _yaw_error(self) -> float:
+    def _orientation_error(self) -> float:
         return float(np.linalg.norm(self._rotation_error()))
 
     def _toward(self, target: np.ndarray, gripper: float, speed: float = 1.0) -> np.ndarray:
-        """float[7] action that sets the OSC goal at ``target`` (capped at ``speed``)."""
+        """float[7] action toward ``target`` float[3] (position part capped at ``speed``) and
+        the planned orientation, with the gripper command ``gripper``."""
         action = np.zeros(ACTION_DIM)
         action[:3] = np.clip(POS_GAIN * (target - self.env.grip_pos()) / POS_SCALE, -speed, speed)
         action[3:6] = np.clip(self._rotation_error() / ROT_SCALE, -1.0, 1.0)

@@ -40,7 +40,14 @@ class CameraRenderer:
         model.vis.global_.offheight = max(model.vis.global_.offheight, resolution)
         self._data = data
         self._camera_ids = {ours: model.camera(theirs).id for ours, theirs in cameras.items()}
-        self._renderer: mujoco.Renderer | None = mujoco.Renderer(model, resolution, resolution)
+        try:
+            self._renderer: mujoco.Renderer | None = mujoco.Renderer(model, resolution, resolution)
+        except mujoco.FatalError as e:
+            raise RuntimeError(
+                f"cannot create an offscreen OpenGL context ({e}). mujoco picks its GL backend "
+                "when first imported: set MUJOCO_GL=egl (or osmesa) in the environment, or "
+                "import vlaexp.sim.robosuite before anything imports mujoco"
+            ) from e
         self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
         self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
         self._option = mujoco.MjvOption()
