@@ -68,7 +68,7 @@ EARLY_RELEASE_CARRY_STEPS = (0, 4)  # steps into the carry phase at which the fi
 
 
 class RobosuiteExpert(Expert):
-    """Pick (and place) expert for one :class:`RobosuiteEnv`; reset it after ``env.reset``."""
+    """Pick (and place) expert for one :class:`RobosuiteEnv`; reset it every episode."""
 
     def __init__(self, env: RobosuiteEnv, perturbation: PerturbationConfig | None = None) -> None:
         self.env = env
@@ -85,6 +85,7 @@ class RobosuiteExpert(Expert):
         self._frozen = False
         self._released_early = False
         self._noise_rng: np.random.Generator | None = None
+        self._planned = False
         self._start = np.zeros(3)
         self._hold_at = np.zeros(3)
         self._freeze_phase = ""
@@ -98,9 +99,19 @@ class RobosuiteExpert(Expert):
         return tuple(f for f in FAULTS if getattr(self.cfg, f))
 
     def reset(self) -> None:
+        """Forget the plan; the next :meth:`act` plans the episode the env is in.
+
+        Works before or after ``env.reset``: the plan is made from the env's state at the
+        first action of an episode.
+        """
+        self._planned = False
+        self._steps = 0
+        self.fault = "none"
+        self.fault_step = None
+
+    def _plan_episode(self) -> None:
+        """Draw this episode's fault from the env's seed and start from the hover phase."""
         env = self.env
-        if env.seed is None:
-            raise RuntimeError("reset the env before the expert")
         rng = np.random.default_rng([env.seed, 3])
         self._noise_rng = np.random.default_rng([env.seed, 4])
         faults = self.enabled_faults
@@ -122,6 +133,7 @@ class RobosuiteExpert(Expert):
         self._steps = 0
         self._frozen = False
         self._released_early = False
+        self._planned = True
 
     def info(self) -> dict[str, Any]:
         """What was injected this episode: ``fault``, ``fault_step``, ``action_noise``."""
@@ -138,10 +150,12 @@ class RobosuiteExpert(Expert):
 
     def act(self, obs: dict[str, Any]) -> np.ndarray:
         """Next float32[7] action; ``obs`` is unused (the expert reads privileged state)."""
-        if self._noise_rng is None:
-            raise RuntimeError("call expert.reset() after env.reset() before act()")
-        if self.env.step_count == 0 and self._steps > 0:
-            raise RuntimeError("the env was reset but the expert was not: call expert.reset()")
+        if self.env.seed is None:
+            raise RuntimeError("reset the env before asking the expert to act")
+        # A new episode: planned after expert.reset(), or when the env was reset under us.
+        if not self._planned or (self.env.step_count == 0 and self._steps > 0):
+            self._plan_episode()
+        assert self._noise_rng is not None
         self._steps += 1
         if self._frozen:
             action = np.zeros(ACTION_DIM)
