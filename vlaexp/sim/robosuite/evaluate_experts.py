@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
 
     robosuite = import_robosuite()
     meta = {
-        "command": "python -m vlaexp.sim.robosuite.evaluate_experts " + shlex.join(argv),
+        "command": shlex.join(["python", "-m", "vlaexp.sim.robosuite.evaluate_experts", *argv]),
         "cpu_count": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
         "robosuite": robosuite.__version__,

@@ -33,8 +33,8 @@ def check_perturbation(p: PerturbationConfig, task: RobosuiteTask) -> None:
             continue
         if f.name not in supported:
             raise ConfigError(
-                f"perturbation.{f.name}={value!r} is not supported by the robosuite suites "
-                f"(their scenes are robosuite's fixed models); supported: {', '.join(supported)}"
+                f"perturbation.{f.name}={value!r} is not supported by the robosuite suites; "
+                f"leave it at {default!r} or use one they honour: {', '.join(supported)}"
             )
         if f.name == "wrong_target" and task.wrong_target is None:
             raise ConfigError(

@@ -3,7 +3,8 @@
 Each robosuite env is one task (task id 0 of its suite). A task names its target object (the
 one the instruction is about and the scripted expert grasps) and, for pick-and-place tasks,
 a :class:`Placement` computed from the live simulator state: where the target's body origin
-must end up. ``wrong_placement`` is where the ``wrong_target`` expert fault takes it instead.
+must end up. ``wrong_target`` names the object and place the expert's ``wrong_target`` fault
+uses instead.
 """
 
 from __future__ import annotations
@@ -88,9 +89,8 @@ def in_bin(bin_index: int) -> PlacementFn:
     """
 
     def placement(raw: Any, held: str) -> Placement:
-        floor = np.array(raw.target_bin_placements[bin_index])
-        floor[2] += _BIN_FLOOR_HALF_THICKNESS - z_extent(raw, held)[0]
-        centre = floor
+        centre = np.array(raw.target_bin_placements[bin_index])  # at the bin's origin height
+        centre[2] += _BIN_FLOOR_HALF_THICKNESS - z_extent(raw, held)[0]  # standing on the floor
         return Placement(centre=centre, half_extent=np.asarray(raw.bin_size[:2]) / 4.0)
 
     return placement
