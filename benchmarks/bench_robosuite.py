@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     meta = {
-        "command": "python benchmarks/bench_robosuite.py " + shlex.join(argv),
+        "command": shlex.join(["python", "benchmarks/bench_robosuite.py", *argv]),
         "resolution": args.resolution,
         "cameras": ["agentview", "wrist"],
         "steps_per_repeat": args.steps,
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         "# robosuite env speed",
         "",
         "```bash",
-        meta["command"].strip(),
+        meta["command"],
         "```",
         "",
         f"One process, {args.resolution}x{args.resolution} RGB from both cameras (agentview + "
