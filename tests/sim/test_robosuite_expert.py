@@ -237,3 +237,13 @@ def test_evaluate_experts_cli_writes_the_table(tmp_path):
     assert "python -m vlaexp.sim.robosuite.evaluate_experts --envs Lift" in readme
     results = json.loads((tmp_path / "results.json").read_text())["results"]
     assert [(r["fault"], r["successes"]) for r in results] == [("none", 2), ("early_release", 0)]
+
+
+def test_fault_prob_mixes_clean_and_faulted_episodes():
+    suite, env, expert = expert_env("Lift", early_release=True, fault_prob=0.5)
+    runs = [run_episode(env, expert, seed) for seed in suite.eval_seeds(0)[:8]]
+    env.close()
+    faulted = [r for r in runs if r["fault"] == "early_release"]
+    clean = [r for r in runs if r["fault"] == "none"]
+    assert faulted and clean
+    assert all(r["success"] for r in clean) and not any(r["success"] for r in faulted)

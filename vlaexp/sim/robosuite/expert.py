@@ -115,7 +115,10 @@ class RobosuiteExpert(Expert):
         rng = np.random.default_rng([env.seed, 3])
         self._noise_rng = np.random.default_rng([env.seed, 4])
         faults = self.enabled_faults
-        self.fault = faults[int(rng.integers(len(faults)))] if faults else "none"
+        self.fault = "none"
+        # fault_prob mixes clean and faulted episodes in one dataset (as the tabletop expert).
+        if faults and rng.random() < self.cfg.fault_prob:
+            self.fault = faults[int(rng.integers(len(faults)))]
         self.fault_step = 0 if self.fault == "wrong_target" else None
         if self.fault == "wrong_target":
             assert env.task.wrong_target is not None  # the suite refuses it otherwise

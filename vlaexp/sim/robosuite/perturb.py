@@ -19,7 +19,7 @@ from vlaexp.errors import ConfigError
 from vlaexp.sim.robosuite.tasks import RobosuiteTask
 
 SCENE_PERTURBATIONS = ("object_colors", "table_texture", "lighting", "camera_jitter")
-EXPERT_FAULTS = ("action_noise", "early_release", "wrong_target", "freeze")
+EXPERT_FAULTS = ("action_noise", "early_release", "wrong_target", "freeze", "fault_prob")
 _VISUAL_GROUP = 1  # robosuite's visual geoms; group 0 holds collision geoms
 
 
