@@ -149,3 +149,33 @@ def test_evaluate_experts_parses_perturbations():
         evaluate_experts.parse_perturbation(["shadows=true"])
     with pytest.raises(ValueError, match="true or false"):
         evaluate_experts.parse_perturbation(["table_texture=yes"])
+
+
+def test_suites_need_only_numpy_and_mujoco(tmp_path):
+    """The GPU machine has no Hydra stack: a suite must build, render and solve a task with
+    omegaconf, hydra, torch and lightning unimportable."""
+    import subprocess
+    import sys
+
+    script = """
+import sys
+for name in ("omegaconf", "hydra", "torch", "lightning", "lerobot", "robosuite"):
+    sys.modules[name] = None  # any import of them raises ImportError
+from vlaexp.sim.tabletop.suite import TabletopSuite
+suite = TabletopSuite(name="tabletop_goal", max_steps=300, task_type="goal", resolution=32)
+env = suite.make_env(7)
+expert = suite.make_expert(env)
+obs = env.reset(suite.eval_seeds(7)[0])
+expert.reset()
+for _ in range(60):
+    result = env.step(expert.act(obs))
+    obs = result.obs
+    if result.terminated:
+        break
+print(result.terminated, sorted(obs["images"]), obs["images"]["wrist"].shape)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[0] == "True ['agentview', 'wrist'] (32, 32, 3)"

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from vlaexp.config.sim import PerturbationConfig
+from vlaexp.config.perturbation import PerturbationConfig
 from vlaexp.errors import ConfigError, MissingPathError, unknown_choice
 from vlaexp.sim.base import ACTION_DIM, CAMERA_NAMES, SimEnv, StepResult, TaskSuite
 

@@ -14,7 +14,7 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from vlaexp.config.sim import PerturbationConfig
+from vlaexp.config.perturbation import PerturbationConfig
 from vlaexp.errors import ConfigError, unknown_choice
 from vlaexp.sim.base import ACTION_DIM, CAMERA_NAMES, SimEnv, StepResult
 from vlaexp.sim.robosuite.library import PHYSICS_HZ, global_numpy_seed, make_panda_env

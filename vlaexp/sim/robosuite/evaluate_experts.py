@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from vlaexp.config.sim import PerturbationConfig
+from vlaexp.config.perturbation import PerturbationConfig
 from vlaexp.sim.robosuite.env import RobosuiteEnv
 from vlaexp.sim.robosuite.expert import FAULTS, RobosuiteExpert
 from vlaexp.sim.robosuite.library import import_robosuite

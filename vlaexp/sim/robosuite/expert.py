@@ -26,7 +26,7 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from vlaexp.config.sim import PerturbationConfig
+from vlaexp.config.perturbation import PerturbationConfig
 from vlaexp.sim.base import ACTION_DIM, Expert
 from vlaexp.sim.robosuite.env import RobosuiteEnv
 from vlaexp.sim.robosuite.tasks import Placement, PlacementFn

@@ -14,7 +14,7 @@ import dataclasses
 import mujoco
 import numpy as np
 
-from vlaexp.config.sim import PerturbationConfig
+from vlaexp.config.perturbation import PerturbationConfig
 from vlaexp.errors import ConfigError
 from vlaexp.sim.robosuite.tasks import RobosuiteTask
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import mujoco
 import numpy as np
 
-from vlaexp.config.sim import PerturbationConfig
+from vlaexp.config.perturbation import PerturbationConfig
 from vlaexp.errors import ConfigError, unknown_choice
 from vlaexp.sim.base import ACTION_DIM, CAMERA_NAMES, SimEnv, StepResult
 from vlaexp.sim.tabletop.objects import ObjectKind

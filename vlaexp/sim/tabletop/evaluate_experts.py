@@ -27,7 +27,7 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from vlaexp.config.sim import PerturbationConfig
+from vlaexp.config.perturbation import PerturbationConfig
 from vlaexp.sim.tabletop.expert import FAULTS, TabletopExpert
 from vlaexp.sim.tabletop.suite import TabletopSuite
 from vlaexp.sim.tabletop.tasks import DEFAULT_MAX_STEPS, SUITE_NAMES

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from vlaexp.config.sim import PerturbationConfig
+from vlaexp.config.perturbation import PerturbationConfig
 from vlaexp.sim.base import ACTION_DIM, Expert
 from vlaexp.sim.tabletop.env import TabletopEnv
 from vlaexp.sim.tabletop.skills import OPEN, Command, Skill, hold, retreat

@@ -10,7 +10,7 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
-from vlaexp.config.sim import PerturbationConfig
+from vlaexp.config.perturbation import PerturbationConfig
 from vlaexp.sim.tabletop.fixtures import FIXTURE_MATERIALS
 from vlaexp.sim.tabletop.layout import Layout, LayoutBuilder, LayoutRejected
 from vlaexp.sim.tabletop.objects import COLORS, OBJECT_KINDS, ObjectKind

@@ -14,7 +14,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from vlaexp.config.sim import PerturbationConfig
+from vlaexp.config.perturbation import PerturbationConfig
 from vlaexp.errors import ConfigError, unknown_choice
 from vlaexp.sim.base import CAMERA_NAMES, Expert, SimEnv, TaskSuite
 from vlaexp.sim.tabletop.env import TabletopEnv, check_resolution, control_substeps
