@@ -42,10 +42,22 @@ def image_key(camera: str) -> str:
 
 
 class VLAPolicy(pl.LightningModule, ABC):
+    """Args:
+    config: the policy's typed config.
+    dataset_stats: normalization statistics (LeRobotDataset ``meta/stats.json`` layout).
+    assets_dir: the ``pretrained_model`` directory the policy is being loaded from, where
+        files of :meth:`pretrained_assets` (e.g. a tokenizer) were saved.
+    """
+
     config_class: ClassVar[type[PolicyConfig]] = PolicyConfig
+    # Cameras missing from an observation become masked inputs (Pi0) instead of an error.
+    allows_missing_cameras: ClassVar[bool] = False
 
     def __init__(
-        self, config: PolicyConfig, dataset_stats: dict[str, dict[str, np.ndarray]] | None = None
+        self,
+        config: PolicyConfig,
+        dataset_stats: dict[str, dict[str, np.ndarray]] | None = None,
+        assets_dir: Path | None = None,
     ):
         super().__init__()
         if config.n_action_steps > config.chunk_size:
@@ -88,6 +100,8 @@ class VLAPolicy(pl.LightningModule, ABC):
         batch: dict[str, Any] = {"task": list(instructions)}
         for cam in self.config.cameras:
             missing = [i for i, o in enumerate(observations) if cam not in o["images"]]
+            if missing and self.allows_missing_cameras and len(missing) == len(observations):
+                continue
             if missing:
                 have = sorted(observations[missing[0]]["images"])
                 raise KeyError(f"policy needs camera '{cam}', the env renders {have}")
@@ -141,14 +155,23 @@ class VLAPolicy(pl.LightningModule, ABC):
     def config_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
 
+    def pretrained_assets(self) -> dict[str, bytes]:
+        """Files saved beside the weights (relative path -> content); none by default."""
+        return {}
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["vlaexp"] = {
             "policy_config": self.config_dict(),
             "train_config": self.train_config_yaml,
+            "assets": self.pretrained_assets(),
         }
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json``, ``model.safetensors`` and normalization stats."""
+        """Write ``config.json``, ``model.safetensors``, normalization stats and assets."""
         return write_pretrained(
-            directory, self.config_dict(), self.state_dict(), self.train_config_yaml
+            directory,
+            self.config_dict(),
+            self.state_dict(),
+            self.train_config_yaml,
+            assets=self.pretrained_assets(),
         )

@@ -6,6 +6,7 @@ the cameras and the evaluation work before any large model is involved.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,9 +36,12 @@ class BCPolicy(VLAPolicy):
     config_class = BCConfig
 
     def __init__(
-        self, config: BCConfig, dataset_stats: dict[str, dict[str, np.ndarray]] | None = None
+        self,
+        config: BCConfig,
+        dataset_stats: dict[str, dict[str, np.ndarray]] | None = None,
+        assets_dir: Path | None = None,
     ):
-        super().__init__(config, dataset_stats)
+        super().__init__(config, dataset_stats, assets_dir)
         if config.loss not in ("l1", "mse"):
             raise ConfigError(f"policy.loss must be 'l1' or 'mse', got '{config.loss}'")
         self.backbone = _create_backbone(config.vision_backbone, config.pretrained_backbone)

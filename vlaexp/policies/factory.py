@@ -17,6 +17,8 @@ from vlaexp.training.pretrained import read_pretrained, resolve_pretrained
 # type -> "module:Class"; imported on use so listing policies stays cheap.
 POLICIES: dict[str, str] = {
     "bc": "vlaexp.policies.bc:BCPolicy",
+    "pi0": "vlaexp.policies.pi0.policy:Pi0Policy",
+    "pi05": "vlaexp.policies.pi0.policy:Pi05Policy",
 }
 
 
@@ -65,7 +67,10 @@ def load_pretrained(path: str | Path, setting: str = "policy.path") -> VLAPolicy
     if "type" not in config_dict:
         raise ConfigError(f"{directory}/config.json has no 'type'; valid types: {sorted(POLICIES)}")
     cls = policy_class(config_dict["type"])
-    policy = cls(_to_config(cls, config_dict))
+    config = _to_config(cls, config_dict)
+    if getattr(config, "pretrained", None):
+        config.pretrained = None  # the saved weights replace the ones training started from
+    policy = cls(config, assets_dir=directory)
     result = policy.load_state_dict(state_dict, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise VlaexpError(

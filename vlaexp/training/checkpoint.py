@@ -118,6 +118,7 @@ class LeRobotCheckpointIO(CheckpointIO):
             config=meta.get("policy_config", {}),
             state_dict=checkpoint["state_dict"],
             train_config=meta.get("train_config"),
+            assets=meta.get("assets"),
         )
         state_dir = tmp / STATE_DIR
         state_dir.mkdir(parents=True)

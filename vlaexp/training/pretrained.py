@@ -7,6 +7,7 @@ Layout (LeRobot's)::
       model.safetensors                weights (normalization statistics excluded)
       normalization_stats.safetensors  the Normalizer's buffers
       train_config.yaml                the resolved run config that produced it (optional)
+      <assets>                         files a policy needs besides weights, e.g. its tokenizer
 """
 
 from __future__ import annotations
@@ -45,8 +46,12 @@ def write_pretrained(
     config: dict[str, Any],
     state_dict: dict[str, torch.Tensor],
     train_config: str | None = None,
+    assets: dict[str, bytes] | None = None,
 ) -> Path:
-    """Write the layout above into ``directory`` (created); returns it."""
+    """Write the layout above into ``directory`` (created); returns it.
+
+    ``assets`` maps relative paths to file contents (see ``VLAPolicy.pretrained_assets``).
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights = {k: v for k, v in state_dict.items() if not k.startswith(STATS_PREFIX)}
@@ -58,6 +63,12 @@ def write_pretrained(
     save_file(_tensors_for_safetensors(stats), directory / STATS_FILE)
     if train_config is not None:
         (directory / TRAIN_CONFIG_FILE).write_text(train_config)
+    for relative, content in (assets or {}).items():
+        target = directory / relative
+        if directory.resolve() not in target.resolve().parents:
+            raise ValueError(f"asset path '{relative}' leaves the pretrained_model directory")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
     return directory
 
 
