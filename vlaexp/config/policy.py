@@ -84,3 +84,105 @@ class TokenizerConfig:
 
     type: str = "none"
     name: str = "none"
+
+
+@dataclass
+class VisionTowerConfig:
+    """SigLIP vision encoder (defaults: So400m/14, PaliGemma's, without the pooling head)."""
+
+    width: int = 1152
+    depth: int = 27
+    mlp_dim: int = 4304
+    num_heads: int = 16
+    patch_size: int = 14
+
+
+@dataclass
+class GemmaStackConfig:
+    """One Gemma decoder stack (defaults: Gemma-2B, PaliGemma's language model)."""
+
+    width: int = 2048
+    depth: int = 18
+    mlp_dim: int = 16384
+    num_heads: int = 8
+    num_kv_heads: int = 1
+    head_dim: int = 256
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapters through peft; ``target_modules`` is a regex over module names."""
+
+    enabled: bool = False
+    rank: int = 16
+    alpha: int = 16
+    dropout: float = 0.0
+    # The expert's attention and MLP projections (LeRobot's default targets are the expert's q/v).
+    target_modules: str = r"expert\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)"
+
+
+@dataclass
+class Pi0Config(PolicyConfig):
+    """Pi0: PaliGemma (SigLIP + Gemma-2B) and a Gemma-300M action expert, flow matching.
+
+    ``type: pi05`` (:class:`Pi05Config`) is Pi0.5: the state discretized into the prompt and
+    the flow time injected by adaptive RMSNorm in the expert.
+    """
+
+    type: str = "pi0"
+    image_size: int = 224
+    chunk_size: int = 50
+    n_action_steps: int = 50
+    max_state_dim: int = 32  # state and actions are zero-padded to these sizes
+    max_action_dim: int = 32
+    vision: VisionTowerConfig = field(default_factory=VisionTowerConfig)
+    vlm: GemmaStackConfig = field(default_factory=GemmaStackConfig)
+    expert: GemmaStackConfig = field(
+        default_factory=lambda: GemmaStackConfig(width=1024, mlp_dim=4096)
+    )
+    vocab_size: int = 257152
+    # Hub id or local dir (AutoTokenizer), or the name of a tokenizer bundled with vlaexp
+    # (`tabletop`: a small BPE vocabulary of the offline suites, for tiny policies).
+    tokenizer: str = "google/paligemma-3b-pt-224"
+    tokenizer_max_length: int = 48
+    # LeRobot/openpi-PyTorch weights to start from: hub id (`lerobot/pi0_base`) or a local dir
+    # holding model.safetensors. Loaded strictly through vlaexp.policies.pi0.weights.
+    pretrained: Any = None
+    num_inference_steps: int = 10
+    time_beta_alpha: float = 1.5  # t ~ Beta(alpha, beta) * scale + offset
+    time_beta_beta: float = 1.0
+    time_scale: float = 0.999
+    time_offset: float = 0.001
+    min_period: float = 4e-3  # sin-cos time embedding
+    max_period: float = 4.0
+    mask_padded_actions: bool = True  # leave actions past an episode's end out of the loss
+    # Parameter storage: bfloat16 keeps the vision embeddings and every norm in float32 (as
+    # LeRobot/openpi do); vision_fp32 keeps the whole vision tower in float32.
+    dtype: str = "float32"
+    vision_fp32: bool = False
+    attention: str = "sdpa"  # sdpa | eager (eager is the reference's exact arithmetic)
+    gradient_checkpointing: bool = False
+    freeze_vision_encoder: bool = False
+    train_expert_only: bool = False  # freeze the whole VLM (vision, projector, Gemma-2B)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    compile: bool = False  # torch.compile the training forward and the denoising step
+    normalization: NormalizationConfig = field(
+        default_factory=lambda: NormalizationConfig(state="mean_std", action="mean_std")
+    )
+    optimizer: OptimizerConfig = field(
+        default_factory=lambda: OptimizerConfig(lr=2.5e-5, betas=[0.9, 0.95], weight_decay=0.01)
+    )
+    scheduler: SchedulerConfig = field(
+        default_factory=lambda: SchedulerConfig(
+            warmup_steps=1000, decay_steps=30_000, final_lr_ratio=0.1
+        )
+    )
+
+
+@dataclass
+class Pi05Config(Pi0Config):
+    type: str = "pi05"
+    tokenizer_max_length: int = 200
+    normalization: NormalizationConfig = field(
+        default_factory=lambda: NormalizationConfig(state="quantile", action="quantile")
+    )

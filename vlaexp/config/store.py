@@ -15,7 +15,7 @@ from hydra.core.config_store import ConfigStore
 from vlaexp.config import policy, schema, sim, training
 
 _SCHEMAS: dict[str, dict[str, type]] = {
-    "schema/policy": {"bc": policy.BCConfig},
+    "schema/policy": {"bc": policy.BCConfig, "pi0": policy.Pi0Config, "pi05": policy.Pi05Config},
     "schema/tokenizer": {"none": policy.TokenizerConfig},
     "schema/task_suite": {
         "tabletop": sim.TabletopSuiteConfig,

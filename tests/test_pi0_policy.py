@@ -1,0 +1,236 @@
+"""Pi0 / Pi0.5 policies: learning, the LeRobot contract, training controls, checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from vlaexp.config.compose import compose_config
+from vlaexp.policies.factory import load_pretrained, make_policy
+from vlaexp.policies.pi0.policy import Pi0Policy
+from vlaexp.training.trainer import build_trainer
+
+STATS = {
+    "observation.state": {
+        "mean": np.zeros(8),
+        "std": np.ones(8),
+        "q01": -2 * np.ones(8),
+        "q99": 2 * np.ones(8),
+    },
+    "action": {
+        "mean": np.zeros(7),
+        "std": np.ones(7),
+        "q01": -2 * np.ones(7),
+        "q99": 2 * np.ones(7),
+    },
+}
+TASK = "pick up the red cube to the left of the plate and place it on the plate"
+
+
+def tiny(name: str, *overrides: str) -> Pi0Policy:
+    cfg = compose_config([f"policy={name}", *overrides])
+    return make_policy(OmegaConf.to_container(cfg.policy, resolve=True), dataset_stats=STATS)
+
+
+def make_batch(b: int = 4, chunk: int = 10, size: int = 64, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    t = torch.linspace(0, 1, chunk)
+    return {
+        "observation.images.agentview": torch.rand(b, 3, size, size, generator=g) * 2 - 1,
+        "observation.images.wrist": torch.rand(b, 3, size, size, generator=g) * 2 - 1,
+        "observation.state": torch.randn(b, 8, generator=g),
+        "action": torch.sin(t[None, :, None] * 3 + torch.randn(b, 1, 7, generator=g)),
+        "action_is_pad": torch.zeros(b, chunk, dtype=torch.bool),
+        "task": [TASK] * b,
+    }
+
+
+def fixed_loss(policy: Pi0Policy, batch: dict, draws: int = 4) -> float:
+    """The flow-matching loss at fixed noise and times (the training loss draws both)."""
+    g = torch.Generator().manual_seed(123)
+    b, chunk = batch["action"].shape[:2]
+    dim = policy.config.max_action_dim
+    images, masks, tokens, token_mask, state = policy._inputs(batch)
+    actions = torch.nn.functional.pad(
+        policy.normalizer.normalize("action", batch["action"]), (0, dim - 7)
+    )
+    with torch.no_grad():
+        losses = [
+            policy.model(
+                images,
+                masks,
+                tokens,
+                token_mask,
+                state,
+                actions,
+                torch.randn(b, chunk, dim, generator=g),
+                torch.rand(b, generator=g),
+            )[..., :7].mean()
+            for _ in range(draws)
+        ]
+    return float(torch.stack(losses).mean())
+
+
+@pytest.mark.parametrize("name", ["pi0_tiny", "pi05_tiny"])
+def test_tiny_policy_overfits_one_batch(name: str) -> None:
+    torch.manual_seed(0)
+    steps = 500
+    policy = tiny(
+        name,
+        "policy.optimizer.lr=1e-3",
+        "policy.scheduler.warmup_steps=20",
+        f"policy.scheduler.decay_steps={steps}",
+    )
+    batch = make_batch()
+    opt = policy.configure_optimizers()
+    optimizer, scheduler = opt["optimizer"], opt["lr_scheduler"]["scheduler"]
+    before = fixed_loss(policy, batch)
+    for _ in range(steps):
+        loss, _ = policy(batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        scheduler.step()
+    after = fixed_loss(policy, batch)
+    assert before / after >= 10, (before, after)
+    policy.eval()
+    chunk = policy.predict_action_chunk(batch)
+    assert chunk.shape == (4, 10, 7) and torch.isfinite(chunk).all()
+    # the sampled chunks are the memorized ones, in raw action units
+    assert (chunk - batch["action"]).abs().mean() < 0.25 * batch["action"].abs().mean()
+
+
+def test_select_action_predicts_a_chunk_every_n_action_steps(monkeypatch) -> None:
+    policy = tiny("pi0_tiny", "policy.n_action_steps=3").eval()
+    calls = []
+    predict = policy.predict_action_chunk
+    monkeypatch.setattr(policy, "predict_action_chunk", lambda b: calls.append(1) or predict(b))
+    batch = make_batch(b=2)
+    actions = [policy.select_action(batch) for _ in range(7)]
+    assert len(calls) == 3 and all(a.shape == (2, 7) for a in actions)
+    policy.reset()
+    policy.select_action(batch)
+    assert len(calls) == 4  # reset drops the queued actions
+
+
+def test_a_masked_camera_has_no_influence() -> None:
+    torch.manual_seed(0)
+    policy = tiny("pi05_tiny").eval()
+    batch = make_batch(b=2)
+    images, _, tokens, token_mask, state = policy._inputs(batch)
+    masks = [torch.ones(2, dtype=torch.bool), torch.zeros(2, dtype=torch.bool)]
+    noise = torch.randn(2, 10, 8)
+    other = [images[0], torch.rand_like(images[1])]
+    a = policy.model.sample_actions(images, masks, tokens, token_mask, state, noise)
+    b = policy.model.sample_actions(other, masks, tokens, token_mask, state, noise)
+    torch.testing.assert_close(a, b)
+    # a camera missing from the batch is such a masked camera
+    del batch["observation.images.wrist"]
+    got = policy.predict_action_chunk(batch, noise=noise)
+    want = policy.normalizer.unnormalize("action", a[..., :7])
+    torch.testing.assert_close(got, want)
+
+
+def _trainable(policy: Pi0Policy, prefix: str) -> bool:
+    return any(p.requires_grad for n, p in policy.model.named_parameters() if n.startswith(prefix))
+
+
+def test_training_controls() -> None:
+    bf16 = tiny("pi0_tiny", "policy.dtype=bfloat16")
+    m = bf16.model
+    assert m.vlm.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+    assert m.vision_tower.vision_model.encoder.layers[0].mlp.fc1.weight.dtype == torch.bfloat16
+    for norm_param in (
+        m.vlm.layers[0].input_layernorm.weight,
+        m.expert.norm.weight,
+        m.vision_tower.vision_model.embeddings.patch_embedding.weight,
+    ):
+        assert norm_param.dtype == torch.float32
+    loss, _ = bf16(make_batch(b=2))
+    assert torch.isfinite(loss)
+
+    frozen = tiny("pi0_tiny", "policy.freeze_vision_encoder=true")
+    assert not _trainable(frozen, "vision_tower") and _trainable(frozen, "vlm.")
+    expert_only = tiny("pi0_tiny", "policy.train_expert_only=true")
+    assert not any(
+        _trainable(expert_only, p) for p in ("vision_tower", "projector", "embed_tokens", "vlm.")
+    )
+    assert _trainable(expert_only, "expert.") and _trainable(expert_only, "action_in_proj")
+
+    lora = tiny("pi0_tiny", "policy.lora.enabled=true", "policy.lora.rank=4")
+    trainable = {n for n, p in lora.model.named_parameters() if p.requires_grad}
+    assert trainable and all(
+        "lora_" in n or n.startswith(("action_", "state_proj")) for n in trainable
+    )
+    assert any("expert.layers.0.self_attn.q_proj.lora_A" in n for n in trainable)
+    loss, _ = lora(make_batch(b=2))
+    loss.backward()
+    lora_b = lora.model.expert.layers[0].mlp.up_proj.lora_B["default"].weight
+    assert lora_b.grad is not None and lora_b.grad.abs().sum() > 0
+
+
+def test_gradient_checkpointing_gives_the_same_gradients() -> None:
+    grads = []
+    for ckpt in ("false", "true"):
+        torch.manual_seed(0)
+        policy = tiny("pi05_tiny", f"policy.gradient_checkpointing={ckpt}")
+        torch.manual_seed(1)
+        loss, _ = policy(make_batch(b=2))
+        loss.backward()
+        grads.append(policy.model.expert.layers[0].self_attn.q_proj.weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_unused_last_layer_weights_are_frozen() -> None:
+    """The prefix's output after the last VLM layer is never used: its weights get no
+    gradient, so they are frozen (and DDP sees no unused parameters)."""
+    policy = tiny("pi0_tiny")
+    loss, _ = policy(make_batch(b=2))
+    loss.backward()
+    no_grad = [n for n, p in policy.model.named_parameters() if p.requires_grad and p.grad is None]
+    assert no_grad == []
+    assert not policy.model.vlm.layers[-1].mlp.up_proj.weight.requires_grad
+    assert policy.model.vlm.layers[-1].self_attn.k_proj.weight.requires_grad
+
+
+def test_trains_through_the_shared_trainer_and_reloads_offline(
+    tiny_data: list[str], tmp_path: Path
+) -> None:
+    from tests.test_training import _setup
+
+    run = tmp_path / "run"
+    cfg, dm, policy = _setup(
+        [
+            *tiny_data,
+            "policy=pi05_tiny",
+            "policy.image_size=32",
+            "policy.chunk_size=4",
+            "policy.n_action_steps=2",
+            "stages=[train]",
+            "trainer=cpu",
+            "trainer.max_steps=3",
+            "trainer.enable_progress_bar=false",
+            "trainer.enable_model_summary=false",
+            "logger=csv",
+            "print_config=false",
+            f"paths.root_dir={tmp_path}",
+        ],
+        run,
+    )
+    trainer = build_trainer(cfg)
+    trainer.fit(policy, datamodule=dm)
+    pretrained = run / "checkpoints" / "last" / "pretrained_model"
+    assert (pretrained / "tokenizer" / "tokenizer.json").is_file()
+    loaded = load_pretrained(run)
+    assert loaded.config.type == "pi05" and isinstance(loaded, Pi0Policy)
+    batch = next(iter(dm.val_dataloader()))
+    policy.eval()
+    noise = torch.randn(len(batch["action"]), 4, 8)
+    torch.testing.assert_close(
+        policy.predict_action_chunk(batch, noise=noise),
+        loaded.predict_action_chunk(batch, noise=noise),
+    )

@@ -1,0 +1,167 @@
+"""Gemma decoder layers as Pi0 uses them: RMSNorm (or adaptive RMSNorm), GQA projections,
+transformers' GemmaMLP, and rotary position embeddings.
+
+The layers hold parameters only; :mod:`vlaexp.policies.pi0.joint` runs them, because Pi0
+runs two stacks (the VLM and the action expert) layer by layer through one attention,
+which no library's decoder layer can do. Parameter names follow transformers' Gemma
+(``self_attn.q_proj``, ``mlp.gate_proj``, ``input_layernorm.weight``) so the published
+checkpoints map onto them one to one.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GemmaConfig
+from transformers.models.gemma.modeling_gemma import GemmaMLP
+
+from vlaexp.config.policy import GemmaStackConfig
+
+# openpi's mask value: large and finite, so a fully masked row (a padding query) softmaxes
+# to a uniform row instead of NaN, and its gradients stay finite.
+MASK_VALUE = -2.3819763e38
+ROPE_THETA = 10_000.0
+
+
+class AdaptiveRMSNorm(nn.Module):
+    """Gemma's RMSNorm, ``x / rms(x) * (1 + weight)`` computed in float32.
+
+    With ``cond_dim`` it is Pi0.5's adaptive RMSNorm instead: ``dense(cond)`` gives
+    (scale, shift, gate); the output is ``x / rms(x) * (1 + scale) + shift`` and ``gate``
+    multiplies the residual branch that follows (see :func:`gated_residual`). The
+    checkpoint names are ``.weight`` for the plain form and ``.dense.{weight,bias}`` for the
+    adaptive one.
+    """
+
+    def __init__(self, dim: int, cond_dim: int | None = None, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.cond_dim = cond_dim
+        if cond_dim is None:
+            self.weight = nn.Parameter(torch.zeros(dim))
+            self.dense = None
+        else:
+            self.dense = nn.Linear(cond_dim, 3 * dim)
+            nn.init.zeros_(self.dense.weight)  # starts as the identity modulation
+
+    def forward(
+        self, x: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x: float[B, L, dim]; cond: float[B, cond_dim] (adaptive form only).
+
+        Returns (normalized x in x's dtype, gate float[B, 1, dim] or None).
+        """
+        var = x.float().pow(2).mean(-1, keepdim=True)
+        normed = x * torch.rsqrt(var + self.eps)  # float32 (x is promoted)
+        if self.dense is None:
+            return (normed * (1.0 + self.weight.float())).to(x.dtype), None
+        if cond is None:
+            raise ValueError("adaptive RMSNorm needs a condition (the flow-time embedding)")
+        scale, shift, gate = self.dense(cond)[:, None, :].chunk(3, dim=-1)
+        normed = normed * (1.0 + scale.float()) + shift.float()
+        return normed.to(x.dtype), gate.to(x.dtype)
+
+
+def gated_residual(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None) -> torch.Tensor:
+    """``x + y`` or, after an adaptive norm, ``x + y * gate``."""
+    return x + y if gate is None else x + y * gate
+
+
+class GemmaAttentionProjections(nn.Module):
+    """q/k/v/o projections of one Gemma layer (grouped-query: ``num_kv_heads`` key heads)."""
+
+    def __init__(self, cfg: GemmaStackConfig) -> None:
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = (
+            cfg.num_heads,
+            cfg.num_kv_heads,
+            cfg.head_dim,
+        )
+        self.q_proj = nn.Linear(cfg.width, cfg.num_heads * cfg.head_dim, bias=False)
+        self.k_proj = nn.Linear(cfg.width, cfg.num_kv_heads * cfg.head_dim, bias=False)
+        self.v_proj = nn.Linear(cfg.width, cfg.num_kv_heads * cfg.head_dim, bias=False)
+        self.o_proj = nn.Linear(cfg.num_heads * cfg.head_dim, cfg.width, bias=False)
+
+    def heads(self, proj: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        """float[B, L, width] -> float[B, heads, L, head_dim]."""
+        b, n, _ = x.shape
+        return proj(x).view(b, n, -1, self.head_dim).transpose(1, 2)
+
+
+class GemmaLayer(nn.Module):
+    """Parameters of one decoder layer: norms, attention projections, MLP."""
+
+    def __init__(self, cfg: GemmaStackConfig, cond_dim: int | None = None) -> None:
+        super().__init__()
+        self.input_layernorm = AdaptiveRMSNorm(cfg.width, cond_dim)
+        self.self_attn = GemmaAttentionProjections(cfg)
+        self.post_attention_layernorm = AdaptiveRMSNorm(cfg.width, cond_dim)
+        self.mlp = GemmaMLP(
+            GemmaConfig(
+                hidden_size=cfg.width,
+                intermediate_size=cfg.mlp_dim,
+                hidden_act="gelu_pytorch_tanh",
+                hidden_activation="gelu_pytorch_tanh",
+            )
+        )
+
+
+class GemmaStack(nn.Module):
+    """``depth`` layers and the final norm (adaptive when ``cond_dim`` is given)."""
+
+    def __init__(self, cfg: GemmaStackConfig, cond_dim: int | None = None) -> None:
+        super().__init__()
+        self.config = cfg
+        self.layers = nn.ModuleList(GemmaLayer(cfg, cond_dim) for _ in range(cfg.depth))
+        self.norm = AdaptiveRMSNorm(cfg.width, cond_dim)
+
+
+def rotary_tables(
+    positions: torch.Tensor, head_dim: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """RoPE cos/sin float[B, 1, L, head_dim] for integer positions long[B, L].
+
+    Computed in float32, then cast to the activations' dtype, as transformers' Gemma does.
+    """
+    inv_freq = 1.0 / (
+        ROPE_THETA
+        ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    )
+    freqs = positions.float()[..., None] * inv_freq
+    emb = torch.cat([freqs, freqs], dim=-1)[:, None]
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate float[B, H, L, D] by the tables of :func:`rotary_tables`."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, impl: str
+) -> torch.Tensor:
+    """Grouped-query attention.
+
+    Args:
+        q: float[B, H, Lq, D]; k, v: float[B, KVH, Lk, D].
+        mask: additive float[B, 1, Lq, Lk] (0 where allowed, :data:`MASK_VALUE` elsewhere).
+        impl: ``sdpa`` (PyTorch's fused kernels) or ``eager`` (the reference's arithmetic:
+            float32 softmax over explicitly repeated key heads).
+    Returns:
+        float[B, Lq, H * D].
+    """
+    b, h, lq, d = q.shape
+    mask = mask.to(q.dtype)
+    if impl == "sdpa":
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=k.shape[1] != h)
+    elif impl == "eager":
+        rep = h // k.shape[1]
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        scores = torch.matmul(q, k.transpose(2, 3)) * d**-0.5 + mask
+        out = torch.matmul(scores.softmax(dim=-1, dtype=torch.float32).to(q.dtype), v)
+    else:
+        raise ValueError(f"policy.attention must be 'sdpa' or 'eager', got '{impl}'")
+    return out.transpose(1, 2).reshape(b, lq, h * d)

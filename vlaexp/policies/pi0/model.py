@@ -1,0 +1,231 @@
+"""The Pi0 / Pi0.5 network: prefix (images + text) through the VLM, suffix (state, noisy
+actions, flow time) through the action expert, one joint attention, a velocity out.
+
+Token layout and masks (``blocks``: 1 starts a new causal block)::
+
+    prefix  [cam_1 x 256][cam_2 x 256]...[text x L]   blocks 0 ...           bidirectional
+    suffix  Pi0:   [state][action x chunk]            blocks 1, 1, 0 ... 0
+            Pi0.5: [action x chunk]                   blocks 1, 0 ... 0
+
+so the prefix never sees the suffix, the state token (Pi0) sees the prefix, and the action
+tokens see everything before them and each other. Pi0 feeds the flow time through an MLP
+together with each noisy action; Pi0.5 turns it into the condition of the expert's adaptive
+RMSNorms and writes the (discretized) state into the text instead.
+
+All tensors use the padded sizes ``max_state_dim`` / ``max_action_dim`` (32); the policy
+pads and unpads.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlaexp.config.policy import Pi0Config
+from vlaexp.policies.pi0.flow import (
+    attention_mask_2d,
+    euler_times,
+    positions_from_pad,
+    sample_time,
+    time_embedding,
+)
+from vlaexp.policies.pi0.gemma import GemmaStack
+from vlaexp.policies.pi0.joint import KVCache, Stream, check_compatible, joint_forward
+from vlaexp.policies.pi0.vision import build_vision_tower
+
+Prefix = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # embeddings, pad, blocks
+
+
+class Pi0Model(nn.Module):
+    def __init__(self, cfg: Pi0Config) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.pi05 = cfg.type == "pi05"
+        ew = cfg.expert.width
+        self.vision_tower = build_vision_tower(cfg.vision, cfg.image_size, cfg.attention)
+        self.projector = nn.Linear(cfg.vision.width, cfg.vlm.width)
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.vlm.width)
+        self.vlm = GemmaStack(cfg.vlm)
+        self.expert = GemmaStack(cfg.expert, cond_dim=ew if self.pi05 else None)
+        check_compatible(self.vlm, self.expert)
+        self.action_in_proj = nn.Linear(cfg.max_action_dim, ew)
+        self.action_out_proj = nn.Linear(ew, cfg.max_action_dim)
+        if self.pi05:
+            self.time_mlp_in = nn.Linear(ew, ew)
+            self.time_mlp_out = nn.Linear(ew, ew)
+        else:
+            self.state_proj = nn.Linear(cfg.max_state_dim, ew)
+            self.action_time_mlp_in = nn.Linear(2 * ew, ew)
+            self.action_time_mlp_out = nn.Linear(ew, ew)
+        self.gradient_checkpointing = cfg.gradient_checkpointing
+
+    # ----- embeddings -------------------------------------------------------------------
+    def compute_dtype(self) -> torch.dtype:
+        """The residual stream's dtype: that of the Gemma weights (float32 or bfloat16)."""
+        return self.vlm.layers[0].self_attn.q_proj.weight.dtype
+
+    def embed_images(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Each float[B, 3, S, S] in [-1, 1] -> float[B, tokens, vlm width]; one SigLIP pass
+        for all cameras. Not rescaled (openpi's PaliGemma; stock transformers divides by
+        sqrt(width) here)."""
+        pixels = torch.cat(images, dim=0)
+        feats = self.projector(self.vision_tower(pixel_values=pixels).last_hidden_state)
+        return list(feats.chunk(len(images), dim=0))
+
+    def embed_prefix(
+        self,
+        images: list[torch.Tensor],
+        image_masks: list[torch.Tensor],
+        tokens: torch.Tensor,
+        token_mask: torch.Tensor,
+    ) -> Prefix:
+        """Images (list of float[B, 3, S, S]) with bool[B] masks (False = missing camera),
+        text tokens long[B, L] with bool[B, L] mask -> (float[B, P, W], bool[B, P], long[B, P])."""
+        embs, pads = [], []
+        for emb, present in zip(self.embed_images(images), image_masks, strict=True):
+            embs.append(emb)
+            pads.append(present[:, None].expand(emb.shape[0], emb.shape[1]))
+        text = self.embed_tokens(tokens)
+        embs.append(text * math.sqrt(text.shape[-1]))
+        pads.append(token_mask)
+        dtype = self.compute_dtype()
+        emb = torch.cat([e.to(dtype) for e in embs], dim=1)
+        pad = torch.cat(pads, dim=1)
+        return emb, pad, torch.zeros_like(pad, dtype=torch.long)
+
+    def embed_suffix(
+        self, state: torch.Tensor | None, x_t: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """State float[B, 32] (Pi0 only), noisy actions float[B, C, 32], times float[B] ->
+        (float[B, S, We], pad bool[B, S], blocks long[B, S], adaRMS condition or None)."""
+        b, chunk, _ = x_t.shape
+        time = time_embedding(
+            t, self.action_in_proj.out_features, self.cfg.min_period, self.cfg.max_period
+        )
+        actions = self.action_in_proj(x_t)
+        blocks = [1] + [0] * (chunk - 1)
+        if self.pi05:
+            cond = F.silu(self.time_mlp_out(F.silu(self.time_mlp_in(time))))
+            emb = actions
+        else:
+            cond = None
+            mixed = torch.cat(
+                [actions, time[:, None, :].expand_as(actions).to(actions.dtype)], dim=2
+            )
+            mixed = self.action_time_mlp_out(F.silu(self.action_time_mlp_in(mixed)))
+            state_emb = self.state_proj(state.to(self.state_proj.weight.dtype))[:, None, :]
+            emb = torch.cat([state_emb.to(mixed.dtype), mixed], dim=1)
+            blocks = [1, *blocks]
+        pad = torch.ones(b, emb.shape[1], dtype=torch.bool, device=x_t.device)
+        blocks_t = torch.tensor(blocks, dtype=torch.long, device=x_t.device).expand(b, -1)
+        return emb.to(self.compute_dtype()), pad, blocks_t, cond
+
+    # ----- training ---------------------------------------------------------------------
+    def forward(
+        self,
+        images: list[torch.Tensor],
+        image_masks: list[torch.Tensor],
+        tokens: torch.Tensor,
+        token_mask: torch.Tensor,
+        state: torch.Tensor | None,
+        actions: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        time: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Flow-matching loss per element, float[B, C, 32] (actions float[B, C, 32])."""
+        cfg = self.cfg
+        if noise is None:
+            noise = torch.randn_like(actions)
+        if time is None:
+            time = sample_time(
+                actions.shape[0],
+                cfg.time_beta_alpha,
+                cfg.time_beta_beta,
+                cfg.time_scale,
+                cfg.time_offset,
+                actions.device,
+            )
+        t = time[:, None, None]
+        x_t = t * noise + (1 - t) * actions
+        target = noise - actions
+        prefix, prefix_pad, prefix_blocks = self.embed_prefix(
+            images, image_masks, tokens, token_mask
+        )
+        suffix, suffix_pad, suffix_blocks, cond = self.embed_suffix(state, x_t, time)
+        pad = torch.cat([prefix_pad, suffix_pad], dim=1)
+        mask = attention_mask_2d(pad, torch.cat([prefix_blocks, suffix_blocks], dim=1))
+        (_, out), _ = joint_forward(
+            [Stream(self.vlm, prefix, output=False), Stream(self.expert, suffix, cond)],
+            mask,
+            positions_from_pad(pad),
+            attention_impl=cfg.attention,
+            gradient_checkpointing=self.gradient_checkpointing and self.training,
+        )
+        velocity = self.action_out_proj(out[:, -actions.shape[1] :].float())
+        return F.mse_loss(velocity, target, reduction="none")
+
+    # ----- inference --------------------------------------------------------------------
+    def prefix_cache(self, prefix: Prefix) -> KVCache:
+        """Keys/values of every VLM layer for the prefix, computed once per chunk."""
+        emb, pad, blocks = prefix
+        mask = attention_mask_2d(pad, blocks)
+        _, cache = joint_forward(
+            [Stream(self.vlm, emb, output=False)],
+            mask,
+            positions_from_pad(pad),
+            build_cache=True,
+            attention_impl=self.cfg.attention,
+        )
+        assert cache is not None
+        return cache
+
+    def denoise_step(
+        self,
+        state: torch.Tensor | None,
+        prefix_pad: torch.Tensor,
+        cache: KVCache,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+    ) -> torch.Tensor:
+        """Velocity float[B, C, 32] at noisy actions ``x_t`` and times ``t`` float[B]."""
+        suffix, suffix_pad, suffix_blocks, cond = self.embed_suffix(state, x_t, t)
+        b, s = suffix_pad.shape
+        to_prefix = prefix_pad[:, None, :].expand(b, s, prefix_pad.shape[1])
+        mask = torch.cat([to_prefix, attention_mask_2d(suffix_pad, suffix_blocks)], dim=2)
+        positions = positions_from_pad(suffix_pad, offset=prefix_pad.sum(dim=1))
+        (out,), _ = joint_forward(
+            [Stream(self.expert, suffix, cond)],
+            mask,
+            positions,
+            cache=cache,
+            attention_impl=self.cfg.attention,
+        )
+        return self.action_out_proj(out[:, -x_t.shape[1] :].float())
+
+    @torch.no_grad()
+    def sample_actions(
+        self,
+        images: list[torch.Tensor],
+        image_masks: list[torch.Tensor],
+        tokens: torch.Tensor,
+        token_mask: torch.Tensor,
+        state: torch.Tensor | None,
+        noise: torch.Tensor | None = None,
+        num_steps: int | None = None,
+    ) -> torch.Tensor:
+        """Euler integration from noise (t=1) to actions (t=0): float[B, C, 32]."""
+        b = tokens.shape[0]
+        if noise is None:
+            shape = (b, self.cfg.chunk_size, self.cfg.max_action_dim)
+            noise = torch.randn(shape, device=tokens.device, dtype=torch.float32)
+        prefix = self.embed_prefix(images, image_masks, tokens, token_mask)
+        cache = self.prefix_cache(prefix)
+        times, dt = euler_times(num_steps or self.cfg.num_inference_steps)
+        x_t = noise
+        for time in times:
+            t = torch.full((b,), time, dtype=torch.float32, device=tokens.device)
+            x_t = x_t + dt * self.denoise_step(state, prefix[1], cache, x_t, t)
+        return x_t

@@ -1,0 +1,239 @@
+"""Pi0 / Pi0.5 as vlaexp policies (LightningModules with LeRobot's interface).
+
+The policy turns LeRobot-style batches into the network's inputs (normalization, padding
+to 32 dims, prompts and tokens, camera list with masks) and owns the training controls:
+parameter dtypes, frozen parts, LoRA, gradient checkpointing, autocast.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vlaexp.config.policy import Pi0Config, Pi05Config
+from vlaexp.errors import ConfigError
+from vlaexp.policies.base import ACTION, STATE, VLAPolicy, image_key
+from vlaexp.policies.pi0.model import Pi0Model
+from vlaexp.policies.pi0.prompt import (
+    discretize_state,
+    load_tokenizer,
+    pi0_prompt,
+    pi05_prompt,
+    tokenize,
+)
+from vlaexp.policies.pi0.weights import load_pretrained_weights, read_lerobot_stats
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_DIR = "tokenizer"
+# Kept in float32 when the rest is bfloat16: SigLIP's patch and position embeddings and every
+# Gemma RMSNorm, adaptive ones included (LeRobot/openpi's choice), and SigLIP's LayerNorms
+# (CUDA autocast computes those in float32 anyway; CPU autocast needs float32 weights).
+FP32_PARAMS = ("vision_tower.vision_model.embeddings.", "layernorm", "layer_norm", ".norm.")
+# Action-side heads: trained even when LoRA freezes the rest.
+HEADS = ("action_in_proj", "action_out_proj", "state_proj", "action_time_mlp", "time_mlp")
+
+
+class Pi0Policy(VLAPolicy):
+    config_class = Pi0Config
+    allows_missing_cameras = True
+
+    def __init__(
+        self,
+        config: Pi0Config,
+        dataset_stats: dict[str, dict[str, np.ndarray]] | None = None,
+        assets_dir: Path | None = None,
+    ):
+        super().__init__(config, dataset_stats, assets_dir)
+        self._validate(config)
+        self.pi05 = config.type == "pi05"
+        self.tokenizer = load_tokenizer(
+            config.tokenizer, assets_dir / TOKENIZER_DIR if assets_dir else None
+        )
+        if len(self.tokenizer) > config.vocab_size:
+            raise ConfigError(
+                f"policy.vocab_size={config.vocab_size} is smaller than the tokenizer "
+                f"'{config.tokenizer}' ({len(self.tokenizer)} tokens)"
+            )
+        self.model = Pi0Model(config)
+        if config.pretrained:
+            directory = load_pretrained_weights(
+                self.model, config.pretrained, self.pi05, "policy.pretrained"
+            )
+            stats = read_lerobot_stats(directory)
+            if dataset_stats is None and stats is not None:
+                self.normalizer.set_stats(stats)
+        self._set_dtypes()
+        self._set_trainable()
+        if config.lora.enabled:
+            self._add_lora()
+        if config.gradient_checkpointing:
+            self.model.vision_tower.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+        self._warned_missing: set[str] = set()
+
+    @staticmethod
+    def _validate(config: Pi0Config) -> None:
+        if config.dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"policy.dtype must be float32 or bfloat16, got '{config.dtype}'")
+        if config.attention not in ("sdpa", "eager"):
+            raise ConfigError(f"policy.attention must be sdpa or eager, got '{config.attention}'")
+        for what, dim, most in (
+            ("state_dim", config.state_dim, config.max_state_dim),
+            ("action_dim", config.action_dim, config.max_action_dim),
+        ):
+            if dim > most:
+                raise ConfigError(f"policy.{what}={dim} exceeds policy.max_{what}={most}")
+
+    # ----- training controls ------------------------------------------------------------
+    def _set_dtypes(self) -> None:
+        if self.config.dtype != "bfloat16":
+            return
+        for name, param in self.model.named_parameters():
+            keep = any(s in name for s in FP32_PARAMS) or (
+                self.config.vision_fp32 and name.startswith("vision_tower.")
+            )
+            param.data = param.data.to(torch.float32 if keep else torch.bfloat16)
+
+    def _set_trainable(self) -> None:
+        cfg, m = self.config, self.model
+        frozen = []
+        if cfg.freeze_vision_encoder or cfg.train_expert_only:
+            frozen.append(m.vision_tower)
+        if cfg.train_expert_only:
+            frozen += [m.projector, m.embed_tokens, m.vlm]
+        # The prefix's output after the last VLM layer is never used (only its keys and
+        # values are), so these get no gradient; frozen so that optimizers skip them and
+        # DDP finds no unused parameters.
+        last = m.vlm.layers[-1]
+        frozen += [m.vlm.norm, last.self_attn.q_proj, last.self_attn.o_proj]
+        frozen += [last.post_attention_layernorm, last.mlp]
+        for module in frozen:
+            module.requires_grad_(False)
+
+    def _add_lora(self) -> None:
+        from peft import LoraConfig, inject_adapter_in_model
+
+        lora = self.config.lora
+        inject_adapter_in_model(
+            LoraConfig(
+                r=lora.rank,
+                lora_alpha=lora.alpha,
+                lora_dropout=lora.dropout,
+                target_modules=lora.target_modules,
+            ),
+            self.model,
+        )
+        for name, param in self.model.named_parameters():
+            param.requires_grad_("lora_" in name or name.startswith(HEADS))
+
+    def train(self, mode: bool = True) -> Pi0Policy:
+        super().train(mode)
+        if self.config.freeze_vision_encoder or self.config.train_expert_only:
+            self.model.vision_tower.eval()  # frozen parts keep inference behaviour
+        return self
+
+    def autocast(self) -> AbstractContextManager:
+        """bfloat16 autocast when the weights are bfloat16 (mixed float32 norms need it)."""
+        if self.config.dtype == "bfloat16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    # ----- inputs -----------------------------------------------------------------------
+    def _images(self, batch: dict[str, Any]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """One float[B, 3, S, S] per configured camera; bool[B] False for missing ones."""
+        size = self.config.image_size
+        present = [c for c in self.config.cameras if image_key(c) in batch]
+        if not present:
+            raise KeyError(
+                f"batch has none of the policy's cameras {list(self.config.cameras)} "
+                f"(keys: {sorted(k for k in batch if k.startswith('observation.images'))})"
+            )
+        ref = batch[image_key(present[0])]
+        images, masks = [], []
+        for cam in self.config.cameras:
+            img = batch.get(image_key(cam))
+            if img is None:
+                if cam not in self._warned_missing:
+                    log.warning("camera '%s' is missing: fed as a masked blank image", cam)
+                    self._warned_missing.add(cam)
+                images.append(torch.full_like(ref, -1.0))
+                masks.append(torch.zeros(ref.shape[0], dtype=torch.bool, device=ref.device))
+                continue
+            if tuple(img.shape[-2:]) != (size, size):
+                raise ValueError(
+                    f"{image_key(cam)} is {tuple(img.shape[-2:])}, the policy takes {size}x{size} "
+                    "(prepare images with data.transforms.prepare_images at policy.image_size)"
+                )
+            images.append(img.float())
+            masks.append(torch.ones(img.shape[0], dtype=torch.bool, device=img.device))
+        return images, masks
+
+    def _state(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Normalized state zero-padded to float[B, max_state_dim]."""
+        state = self.normalizer.normalize(STATE, batch[STATE].float())
+        return F.pad(state, (0, self.config.max_state_dim - state.shape[-1]))
+
+    def prompts(self, tasks: list[str], state: torch.Tensor) -> list[str]:
+        if not self.pi05:
+            return [pi0_prompt(t) for t in tasks]
+        bins = discretize_state(state.detach().float().cpu().numpy())
+        return [pi05_prompt(t, b) for t, b in zip(tasks, bins, strict=True)]
+
+    def _inputs(self, batch: dict[str, Any]) -> tuple[Any, ...]:
+        images, masks = self._images(batch)
+        state = self._state(batch)
+        tasks = batch["task"]
+        tasks = [tasks] * state.shape[0] if isinstance(tasks, str) else list(tasks)
+        tokens, token_mask = tokenize(
+            self.tokenizer, self.prompts(tasks, state), self.config.tokenizer_max_length
+        )
+        tokens, token_mask = tokens.to(self.device), token_mask.to(self.device)
+        return images, masks, tokens, token_mask, (None if self.pi05 else state)
+
+    # ----- the contract -----------------------------------------------------------------
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        images, masks, tokens, token_mask, state = self._inputs(batch)
+        actions = self.normalizer.normalize(ACTION, batch[ACTION].float())
+        dim = actions.shape[-1]
+        actions = F.pad(actions, (0, self.config.max_action_dim - dim))
+        with self.autocast():
+            losses = self.model(images, masks, tokens, token_mask, state, actions)
+        losses = losses[..., :dim]
+        if self.config.mask_padded_actions and "action_is_pad" in batch:
+            valid = (~batch["action_is_pad"]).unsqueeze(-1).to(losses.dtype)
+            loss = (losses * valid).sum() / (valid.sum() * dim).clamp_min(1.0)
+        else:
+            loss = losses.mean()
+        return loss, {}
+
+    @torch.no_grad()
+    def predict_action_chunk(
+        self, batch: dict[str, Any], noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        images, masks, tokens, token_mask, state = self._inputs(batch)
+        with self.autocast():
+            actions = self.model.sample_actions(images, masks, tokens, token_mask, state, noise)
+        return self.normalizer.unnormalize(ACTION, actions[..., : self.config.action_dim].float())
+
+    def pretrained_assets(self) -> dict[str, bytes]:
+        """The tokenizer travels with the weights: evaluation never needs the hub."""
+        with tempfile.TemporaryDirectory() as tmp:
+            self.tokenizer.save_pretrained(tmp)
+            return {
+                f"{TOKENIZER_DIR}/{p.name}": p.read_bytes()
+                for p in Path(tmp).iterdir()
+                if p.is_file()
+            }
+
+
+class Pi05Policy(Pi0Policy):
+    config_class = Pi05Config

@@ -1,0 +1,84 @@
+"""Text inputs of Pi0/Pi0.5: the tokenizer, the prompts and Pi0.5's discretized state.
+
+Pi0's prompt is the task followed by a newline. Pi0.5's carries the state, normalized to
+[-1, 1] and discretized into 256 bins (openpi's ``PaligemmaTokenizer``)::
+
+    "Task: pick up the cube, State: 127 130 ... 128;\\nAction: "
+
+Prompts are tokenized with right padding to ``tokenizer_max_length`` (longer ones are
+truncated), as LeRobot's processors do.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vlaexp.errors import VlaexpError
+
+STATE_BINS = 256
+BUNDLED = "vlaexp.policies.pi0.tokenizers"  # package holding tokenizers shipped with vlaexp
+
+
+def bundled_tokenizers() -> list[str]:
+    root = importlib.resources.files(BUNDLED)
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))
+
+
+def load_tokenizer(name_or_path: str | Path, local_dir: Path | None = None) -> Any:
+    """A transformers tokenizer: ``local_dir`` when it holds one (a checkpoint's copy),
+    else a tokenizer bundled with vlaexp by name, else a hub id or a local directory."""
+    from transformers import AutoTokenizer
+
+    if local_dir is not None and (Path(local_dir) / "tokenizer_config.json").is_file():
+        return AutoTokenizer.from_pretrained(str(local_dir))
+    name = str(name_or_path)
+    if name in bundled_tokenizers():
+        with importlib.resources.as_file(importlib.resources.files(BUNDLED) / name) as path:
+            return AutoTokenizer.from_pretrained(str(path))
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as e:
+        raise VlaexpError(
+            f"Could not load the tokenizer '{name}' (policy.tokenizer): {e}. Offline, download it "
+            f"elsewhere and point policy.tokenizer at its directory, or use a bundled one: "
+            f"{', '.join(bundled_tokenizers())}"
+        ) from e
+
+
+def discretize_state(state: np.ndarray) -> np.ndarray:
+    """Bin index in 0..255 of each value of a state normalized to [-1, 1] (float[B, D]).
+
+    openpi's rule, ``digitize(x, linspace(-1, 1, 257)[:-1]) - 1``: values below -1 give -1
+    and values at or above 1 give 255, exactly as the published Pi0.5 models saw them.
+    """
+    return np.digitize(state, bins=np.linspace(-1, 1, STATE_BINS + 1)[:-1]) - 1
+
+
+def pi0_prompt(task: str) -> str:
+    return task if task.endswith("\n") else f"{task}\n"
+
+
+def pi05_prompt(task: str, discrete_state: np.ndarray) -> str:
+    clean = task.strip().replace("_", " ").replace("\n", " ")
+    state = " ".join(str(int(v)) for v in discrete_state)
+    return f"Task: {clean}, State: {state};\nAction: "
+
+
+def tokenize(
+    tokenizer: Any, prompts: list[str], max_length: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens long[B, max_length], mask bool[B, max_length]), right-padded and truncated."""
+    enc = tokenizer(
+        prompts,
+        max_length=max_length,
+        padding="max_length",
+        truncation=True,
+        padding_side="right",
+        return_tensors="pt",
+    )
+    return enc["input_ids"].long(), enc["attention_mask"].bool()
