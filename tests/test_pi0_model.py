@@ -59,6 +59,12 @@ def _inputs(small: Small, b: int = 3):
 def reference_pair():
     """LeRobot's PI0Pytorch and ours with the same weights; run the reference inside
     ``openpi_math`` (the patches act when its methods run)."""
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        pytest.skip(
+            f"LeRobot 0.4.4's Pi0 runs on transformers 4.57, this is {transformers.__version__}"
+        )
     small = Small()
     torch.manual_seed(0)
     with openpi_math(small) as modeling_pi0:

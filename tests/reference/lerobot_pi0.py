@@ -53,9 +53,10 @@ class Small:
 
 
 @contextlib.contextmanager
-def openpi_math(small: Small, openpi_fixes: bool = True) -> Iterator[types.ModuleType]:
+def openpi_math(small: Small | None, openpi_fixes: bool = True) -> Iterator[types.ModuleType]:
     """Patch stock transformers and LeRobot as the docstring says; yields ``modeling_pi0``.
 
+    ``small`` shrinks the models built inside (None keeps LeRobot's full sizes);
     ``openpi_fixes=False`` leaves out patches 4 and 5 (the peer's setting).
     """
     from transformers.models.gemma import modeling_gemma
@@ -121,36 +122,37 @@ def openpi_math(small: Small, openpi_fixes: bool = True) -> Iterator[types.Modul
 
     patch(modeling_pi0.PI0Pytorch, "denoise_step", denoise_fresh_cache)
 
-    widths = {
-        "gemma_2b": (small.vlm_width, small.vlm_mlp),
-        "gemma_300m": (small.expert_width, small.expert_mlp),
-    }
+    if small is not None:
+        widths = {
+            "gemma_2b": (small.vlm_width, small.vlm_mlp),
+            "gemma_300m": (small.expert_width, small.expert_mlp),
+        }
 
-    def gemma_config(variant):
-        width, mlp = widths[variant]
-        return modeling_pi0.GemmaConfig(width, small.depth, mlp, small.heads, 1, small.head_dim)
+        def gemma_config(variant):
+            width, mlp = widths[variant]
+            return modeling_pi0.GemmaConfig(width, small.depth, mlp, small.heads, 1, small.head_dim)
 
-    patch(modeling_pi0, "get_gemma_config", gemma_config)
-    paligemma_cls, expert_cls = (
-        modeling_pi0.PaliGemmaForConditionalGeneration,
-        modeling_pi0.GemmaForCausalLM,
-    )
+        patch(modeling_pi0, "get_gemma_config", gemma_config)
+        paligemma_cls, expert_cls = (
+            modeling_pi0.PaliGemmaForConditionalGeneration,
+            modeling_pi0.GemmaForCausalLM,
+        )
 
-    def small_paligemma(config):
-        v = config.vision_config
-        v.hidden_size, v.num_hidden_layers = small.vision_width, small.vision_depth
-        v.num_attention_heads, v.patch_size = small.vision_heads, small.patch
-        v.projection_dim = config.text_config.hidden_size
-        config.text_config.vocab_size = small.vocab
-        config._vocab_size = small.vocab
-        return paligemma_cls(config)
+        def small_paligemma(config):
+            v = config.vision_config
+            v.hidden_size, v.num_hidden_layers = small.vision_width, small.vision_depth
+            v.num_attention_heads, v.patch_size = small.vision_heads, small.patch
+            v.projection_dim = config.text_config.hidden_size
+            config.text_config.vocab_size = small.vocab
+            config._vocab_size = small.vocab
+            return paligemma_cls(config)
 
-    def small_expert(config):
-        config.vocab_size = small.vocab
-        return expert_cls(config)
+        def small_expert(config):
+            config.vocab_size = small.vocab
+            return expert_cls(config)
 
-    patch(modeling_pi0, "PaliGemmaForConditionalGeneration", small_paligemma)
-    patch(modeling_pi0, "GemmaForCausalLM", small_expert)
+        patch(modeling_pi0, "PaliGemmaForConditionalGeneration", small_paligemma)
+        patch(modeling_pi0, "GemmaForCausalLM", small_expert)
     try:
         yield modeling_pi0
     finally:
@@ -163,18 +165,20 @@ def openpi_math(small: Small, openpi_fixes: bool = True) -> Iterator[types.Modul
             sys.modules.pop("transformers.models.siglip.check", None)
 
 
-def build_reference(modeling_pi0: types.ModuleType, small: Small):
-    """A reduced ``PI0Pytorch`` in float32 with LeRobot's own initialization."""
+def build_reference(modeling_pi0: types.ModuleType, small: Small | None, device: str = "cpu"):
+    """``PI0Pytorch`` in float32 with LeRobot's own initialization (reduced with ``small``,
+    LeRobot's defaults otherwise: 224 px, 48 text tokens, chunk 50)."""
     from lerobot.policies.pi0.configuration_pi0 import PI0Config
 
-    cfg = PI0Config(
-        dtype="float32",
-        chunk_size=small.chunk,
-        n_action_steps=small.chunk,
-        image_resolution=(small.image, small.image),
-        tokenizer_max_length=small.text,
-        device="cpu",
-    )
+    sizes = {}
+    if small is not None:
+        sizes = {
+            "chunk_size": small.chunk,
+            "n_action_steps": small.chunk,
+            "image_resolution": (small.image, small.image),
+            "tokenizer_max_length": small.text,
+        }
+    cfg = PI0Config(dtype="float32", device=device, **sizes)
     return modeling_pi0.PI0Pytorch(cfg).eval()
 
 

@@ -155,11 +155,13 @@ def attention(
     """
     b, h, lq, d = q.shape
     mask = mask.to(q.dtype)
+    # Key heads repeated for every query head: SDPA's memory-efficient kernel, the one that
+    # takes an arbitrary mask, does not accept grouped heads (enable_gqa).
+    rep = h // k.shape[1]
+    k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
     if impl == "sdpa":
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=k.shape[1] != h)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     elif impl == "eager":
-        rep = h // k.shape[1]
-        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         scores = torch.matmul(q, k.transpose(2, 3)) * d**-0.5 + mask
         out = torch.matmul(scores.softmax(dim=-1, dtype=torch.float32).to(q.dtype), v)
     else:

@@ -23,6 +23,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from vlaexp.config.policy import Pi0Config
 from vlaexp.policies.pi0.flow import (
@@ -72,7 +73,11 @@ class Pi0Model(nn.Module):
         for all cameras. Not rescaled (openpi's PaliGemma; stock transformers divides by
         sqrt(width) here)."""
         pixels = torch.cat(images, dim=0)
-        feats = self.projector(self.vision_tower(pixel_values=pixels).last_hidden_state)
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            hidden = checkpoint(self.vision_tower, pixels, use_reentrant=False)
+        else:
+            hidden = self.vision_tower(pixels)
+        feats = self.projector(hidden)
         return list(feats.chunk(len(images), dim=0))
 
     def embed_prefix(
@@ -101,12 +106,11 @@ class Pi0Model(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """State float[B, 32] (Pi0 only), noisy actions float[B, C, 32], times float[B] ->
         (float[B, S, We], pad bool[B, S], blocks long[B, S], adaRMS condition or None)."""
-        b, chunk, _ = x_t.shape
+        b = x_t.shape[0]
         time = time_embedding(
             t, self.action_in_proj.out_features, self.cfg.min_period, self.cfg.max_period
         )
         actions = self.action_in_proj(x_t)
-        blocks = [1] + [0] * (chunk - 1)
         if self.pi05:
             cond = F.silu(self.time_mlp_out(F.silu(self.time_mlp_in(time))))
             emb = actions
@@ -118,10 +122,12 @@ class Pi0Model(nn.Module):
             mixed = self.action_time_mlp_out(F.silu(self.action_time_mlp_in(mixed)))
             state_emb = self.state_proj(state.to(self.state_proj.weight.dtype))[:, None, :]
             emb = torch.cat([state_emb.to(mixed.dtype), mixed], dim=1)
-            blocks = [1, *blocks]
         pad = torch.ones(b, emb.shape[1], dtype=torch.bool, device=x_t.device)
-        blocks_t = torch.tensor(blocks, dtype=torch.long, device=x_t.device).expand(b, -1)
-        return emb.to(self.compute_dtype()), pad, blocks_t, cond
+        # A block starts at the first token and (Pi0) at the first action. Built on the device
+        # so that sampling can be captured in a CUDA graph (no host-to-device copies).
+        blocks = torch.zeros(b, emb.shape[1], dtype=torch.long, device=x_t.device)
+        blocks[:, : 1 if self.pi05 else 2] = 1
+        return emb.to(self.compute_dtype()), pad, blocks, cond
 
     # ----- training ---------------------------------------------------------------------
     def forward(
@@ -229,3 +235,63 @@ class Pi0Model(nn.Module):
             t = torch.full((b,), time, dtype=torch.float32, device=tokens.device)
             x_t = x_t + dt * self.denoise_step(state, prefix[1], cache, x_t, t)
         return x_t
+
+
+def _shapes(inputs: tuple) -> list:
+    return [
+        [t.shape for t in x] if isinstance(x, list) else (None if x is None else x.shape)
+        for x in inputs
+    ]
+
+
+class CudaGraphSampler:
+    """:meth:`Pi0Model.sample_actions` captured as one CUDA graph for fixed input shapes.
+
+    At batch 1 an eager chunk is dominated by launching thousands of small kernels (the
+    vision tower, 18 VLM layers, then 10 x 18 expert layers); replaying a captured graph
+    launches them at once. Inputs ``(images, image_masks, tokens, token_mask, state,
+    noise)`` are copied into static buffers before each replay. Weights are read where
+    they live, so in-place updates are seen; moved or replaced parameters need a new
+    sampler (:meth:`matches` tells).
+
+    Args:
+        autocast: a context-manager factory for the capture (its cache must be off: cached
+            casts do not survive a graph capture).
+    """
+
+    def __init__(self, model: Pi0Model, inputs: tuple, autocast) -> None:
+        self.static = [
+            [t.clone() for t in x] if isinstance(x, list) else (None if x is None else x.clone())
+            for x in inputs
+        ]
+        self.signature = self._signature(model)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side), autocast():
+            for _ in range(2):  # warm up kernels and the allocator outside the capture
+                model.sample_actions(*self.static)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph), autocast():
+            self.output = model.sample_actions(*self.static)
+
+    @staticmethod
+    def _signature(model: Pi0Model) -> tuple[int, ...]:
+        return tuple(p.data_ptr() for p in model.parameters())
+
+    def matches(self, model: Pi0Model, inputs: tuple) -> bool:
+        """Whether this graph serves ``inputs`` (same shapes, same parameter storage)."""
+        return _shapes(inputs) == _shapes(tuple(self.static)) and (
+            self._signature(model) == self.signature
+        )
+
+    def __call__(self, *inputs) -> torch.Tensor:
+        """float[B, C, max_action_dim], as ``sample_actions`` returns."""
+        for dst, src in zip(self.static, inputs, strict=True):
+            if isinstance(dst, list):
+                for d, s in zip(dst, src, strict=True):
+                    d.copy_(s)
+            elif dst is not None:
+                dst.copy_(src)
+        self.graph.replay()
+        return self.output.clone()

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from vlaexp.config.policy import Pi0Config, Pi05Config
 from vlaexp.errors import ConfigError
 from vlaexp.policies.base import ACTION, STATE, VLAPolicy, image_key
-from vlaexp.policies.pi0.model import Pi0Model
+from vlaexp.policies.pi0.model import CudaGraphSampler, Pi0Model
 from vlaexp.policies.pi0.prompt import (
     discretize_state,
     load_tokenizer,
@@ -74,11 +74,10 @@ class Pi0Policy(VLAPolicy):
         self._set_trainable()
         if config.lora.enabled:
             self._add_lora()
-        if config.gradient_checkpointing:
-            self.model.vision_tower.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False}
-            )
         self._warned_missing: set[str] = set()
+        self._sampler: CudaGraphSampler | None = None
+        if config.compile:
+            self.model.forward = torch.compile(self.model.forward)
 
     @staticmethod
     def _validate(config: Pi0Config) -> None:
@@ -142,9 +141,11 @@ class Pi0Policy(VLAPolicy):
         return self
 
     def autocast(self) -> AbstractContextManager:
-        """bfloat16 autocast when the weights are bfloat16 (mixed float32 norms need it)."""
+        """bfloat16 autocast when the weights are bfloat16 (mixed float32 norms need it).
+        Its weight-cast cache is off: the weights are bf16 already, and cached casts would not
+        survive a CUDA graph capture."""
         if self.config.dtype == "bfloat16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+            return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False)
         return nullcontext()
 
     # ----- inputs -----------------------------------------------------------------------
@@ -220,8 +221,17 @@ class Pi0Policy(VLAPolicy):
         self, batch: dict[str, Any], noise: torch.Tensor | None = None
     ) -> torch.Tensor:
         images, masks, tokens, token_mask, state = self._inputs(batch)
-        with self.autocast():
-            actions = self.model.sample_actions(images, masks, tokens, token_mask, state, noise)
+        if noise is None:
+            shape = (tokens.shape[0], self.config.chunk_size, self.config.max_action_dim)
+            noise = torch.randn(shape, device=self.device)
+        inputs = (images, masks, tokens, token_mask, state, noise)
+        if self.config.cuda_graphs and self.device.type == "cuda":
+            if self._sampler is None or not self._sampler.matches(self.model, inputs):
+                self._sampler = CudaGraphSampler(self.model, inputs, self.autocast)
+            actions = self._sampler(*inputs)
+        else:
+            with self.autocast():
+                actions = self.model.sample_actions(*inputs)
         return self.normalizer.unnormalize(ACTION, actions[..., : self.config.action_dim].float())
 
     def pretrained_assets(self) -> dict[str, bytes]:

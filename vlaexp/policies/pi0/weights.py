@@ -7,8 +7,9 @@ PyTorch conversions store ``model.safetensors`` with names such as::
     [model.]paligemma_with_expert.gemma_expert.model.layers.3.input_layernorm.dense.weight
     [model.]action_in_proj.weight
 
-:data:`RULES` maps them onto :class:`~vlaexp.policies.pi0.model.Pi0Model`'s names (both the
-transformers >= 4.52 layout above and the older ``paligemma.language_model.model`` one).
+:data:`RULES` maps them onto :class:`~vlaexp.policies.pi0.model.Pi0Model`'s names (the
+transformers >= 4.52 layout above, the older ``paligemma.language_model.model`` one, and the
+one LeRobot saves under transformers 5, whose SigLIP lacks the ``vision_model`` level).
 Two tensors are known and deliberately not loaded, because action generation never uses
 them: the expert's ``lm_head`` and PaliGemma's ``lm_head`` (tied to the token embedding,
 which is loaded from it when a file stores the tied tensor under that name only).
@@ -35,6 +36,11 @@ log = logging.getLogger(__name__)
 
 _PG = r"paligemma_with_expert\.paligemma\."
 RULES: list[tuple[re.Pattern[str], str]] = [
+    # saved under transformers >= 5, whose SiglipVisionModel has no `vision_model` level
+    (
+        re.compile(rf"^{_PG}(model\.)?vision_tower\.(?!vision_model\.)"),
+        "vision_tower.vision_model.",
+    ),
     (re.compile(rf"^{_PG}(model\.)?vision_tower\."), "vision_tower."),
     (re.compile(rf"^{_PG}(model\.)?multi_modal_projector\.linear\."), "projector."),
     (

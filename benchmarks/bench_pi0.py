@@ -1,0 +1,251 @@
+"""Pi0 / Pi0.5 speed: training step and one action chunk, at the peer's settings.
+
+    python benchmarks/bench_pi0.py --variant pi0          # full size, on a GPU
+    python benchmarks/bench_pi0.py --variant pi0 --tiny   # the tiny widths (smoke run, any device)
+
+Settings as ``shared/peer/lerobot_pi0_bench.py`` measures LeRobot's Pi0: random weights,
+bfloat16 weights with float32 norms under bf16 autocast, batch 32, two 224x224 cameras, 48
+text tokens, chunk 50, fused AdamW. Training is timed eager and with ``torch.compile``
+(optionally with gradient checkpointing); FLOPs are counted once, eager, with
+``FlopCounterMode``; MFU is counted FLOPs / time / 989 TFLOP/s (H100/H200 dense bf16).
+One chunk (batch 1, prefix + ``num_inference_steps`` Euler steps over the KV cache) is
+timed eager and replayed as one captured CUDA graph (``CudaGraphSampler``, what the policy
+uses on a GPU); ``--infer-modes compiled`` adds ``torch.compile`` of the whole sampler
+(its compile takes minutes at full size).
+Medians; writes ``results/pi0_speed_<variant>.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+from report import write
+from torch.utils.flop_counter import FlopCounterMode
+
+from vlaexp.config.policy import GemmaStackConfig, Pi0Config, Pi05Config, VisionTowerConfig
+from vlaexp.policies.pi0.model import CudaGraphSampler
+from vlaexp.policies.pi0.policy import Pi0Policy
+
+PEAK_TFLOPS = 989.0
+
+
+def build(args: argparse.Namespace, device: torch.device) -> Pi0Policy:
+    cfg = (Pi05Config if args.variant == "pi05" else Pi0Config)(
+        tokenizer="tabletop",  # the benchmark feeds token ids; the tokenizer is not used
+        tokenizer_max_length=args.text,
+        chunk_size=args.chunk,
+        n_action_steps=args.chunk,
+        dtype=args.dtype,
+        gradient_checkpointing=args.grad_ckpt,
+    )
+    if args.tiny:
+        cfg.image_size = 64
+        cfg.vision = VisionTowerConfig(96, 3, 192, 3, 8)
+        cfg.vlm = GemmaStackConfig(128, 3, 256, 2, 1, 32)
+        cfg.expert = GemmaStackConfig(64, 3, 128, 2, 1, 32)
+        cfg.vocab_size = 1024
+    torch.manual_seed(0)
+    with torch.device(device):  # initialize on the device: minutes faster at full size
+        return Pi0Policy(cfg)
+
+
+def inputs(policy: Pi0Policy, batch: int, device: torch.device):
+    cfg = policy.config
+    g = torch.Generator(device="cpu").manual_seed(0)
+    images = [
+        (torch.rand(batch, 3, cfg.image_size, cfg.image_size, generator=g) * 2 - 1).to(device)
+        for _ in range(2)
+    ]
+    masks = [torch.ones(batch, dtype=torch.bool, device=device) for _ in range(2)]
+    tokens = torch.randint(0, cfg.vocab_size, (batch, cfg.tokenizer_max_length), generator=g).to(
+        device
+    )
+    token_mask = torch.ones_like(tokens, dtype=torch.bool)
+    state = None if policy.pi05 else torch.randn(batch, cfg.max_state_dim, generator=g).to(device)
+    actions = torch.randn(batch, cfg.chunk_size, cfg.max_action_dim, generator=g).to(device)
+    return images, masks, tokens, token_mask, state, actions
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, n: int, device: torch.device) -> list[float]:
+    out = []
+    for _ in range(n):
+        sync(device)
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def train_figures(policy: Pi0Policy, args, device, compiled: bool) -> dict:
+    model = policy.model.train()
+    forward = torch.compile(model) if compiled else model
+    images, masks, tokens, token_mask, state, actions = inputs(policy, args.batch, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-5, fused=device.type == "cuda")
+
+    def step():
+        with policy.autocast():
+            loss = forward(images, masks, tokens, token_mask, state, actions).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    flops = None
+    if not compiled:
+        with FlopCounterMode(display=False) as counter:
+            step()
+        flops = counter.get_total_flops()
+    for _ in range(args.warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = timed(step, args.steps, device)
+    med = statistics.median(times)
+    out = {"step_s_median": med, "step_s_all": times, "samples_per_s": args.batch / med}
+    if flops is not None:
+        out["tflop_per_step"] = flops / 1e12
+    if device.type == "cuda":
+        out["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 1e9
+    model.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return out
+
+
+def chunk_latency(policy: Pi0Policy, args, device, mode: str) -> dict:
+    model = policy.model.eval()
+    images, masks, tokens, token_mask, state, _ = inputs(policy, 1, device)
+    noise = torch.randn(1, policy.config.chunk_size, policy.config.max_action_dim, device=device)
+    feed = (images, masks, tokens, token_mask, state, noise)
+    if mode == "cuda_graphs":
+        sampler = CudaGraphSampler(model, feed, policy.autocast)
+
+        def run():
+            return sampler(*feed)
+
+    else:
+        sample = torch.compile(model.sample_actions) if mode == "compiled" else model.sample_actions
+
+        def run():
+            with policy.autocast():
+                return sample(*feed).clone()
+
+    first = run()
+    for _ in range(args.warmup):
+        run()
+    times = timed(run, args.chunks, device)
+    with policy.autocast():
+        reference = model.sample_actions(*feed)
+    return {
+        "ms_median": 1000 * statistics.median(times),
+        "ms_min": 1000 * min(times),
+        "max_abs_diff_vs_eager": float((first - reference).abs().max()),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variant", choices=["pi0", "pi05"], default="pi0")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--text", type=int, default=48)
+    parser.add_argument("--chunk", type=int, default=50)
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--steps", type=int, default=5, help="timed training steps")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--chunks", type=int, default=20, help="timed chunk predictions")
+    parser.add_argument("--train-modes", nargs="*", default=["eager", "compiled"])
+    parser.add_argument("--infer-modes", nargs="*", default=["eager", "cuda_graphs"])
+    parser.add_argument("--grad-ckpt", action="store_true")
+    parser.add_argument("--tiny", action="store_true", help="tiny widths, for a smoke run")
+    parser.add_argument(
+        "--name", default=None, help="results file name (default pi0_speed_<variant>)"
+    )
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    policy = build(args, device)
+    n_params = sum(p.numel() for p in policy.model.parameters())
+    train: dict = {}
+    infer: dict = {}
+    for mode in args.train_modes:
+        try:
+            train[mode] = train_figures(policy, args, device, compiled=mode == "compiled")
+        except Exception as e:  # recorded, so one failing mode does not lose the others
+            train[mode] = {"error": f"{type(e).__name__}: {e}"}
+        print(mode, {k: v for k, v in train[mode].items() if k != "step_s_all"}, flush=True)
+        report(args, policy, device, n_params, train, infer)
+    for mode in args.infer_modes:
+        try:
+            infer[mode] = chunk_latency(policy, args, device, mode)
+        except Exception as e:
+            infer[mode] = {"error": f"{type(e).__name__}: {e}"}
+        print(mode, infer[mode], flush=True)
+        report(args, policy, device, n_params, train, infer)
+    return 0
+
+
+def report(args, policy: Pi0Policy, device, n_params: int, train: dict, infer: dict) -> None:
+    """Write the results so far (JSON + Markdown)."""
+    flops = train.get("eager", {}).get("tflop_per_step")
+    for r in train.values():
+        if flops and "step_s_median" in r:
+            r["tflop_s"] = flops / r["step_s_median"]
+            r["mfu"] = r["tflop_s"] / PEAK_TFLOPS
+    settings = dict(vars(args))
+    table = [
+        f"{args.variant}{' (tiny widths)' if args.tiny else ''}: {n_params / 1e9:.2f} B parameters, "
+        + (
+            "bfloat16 weights (float32 norms) under bf16 autocast"
+            if args.dtype == "bfloat16"
+            else "float32"
+        )
+        + f", batch {args.batch}, two "
+        f"{policy.config.image_size}px cameras, {args.text} text tokens, chunk {args.chunk}, fused AdamW"
+        f"{', gradient checkpointing' if args.grad_ckpt else ''}; device {device}.",
+        "",
+        "| training | step s (median) | samples/s | TFLOP/step | TFLOP/s | MFU (of 989) | peak GB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for mode, r in train.items():
+        if "error" in r:
+            table.append(f"| {mode} | failed: {r['error'][:200]} | | | | | |")
+            continue
+        table.append(
+            f"| {mode} | {r['step_s_median']:.3f} | {r['samples_per_s']:.1f} | "
+            f"{flops or float('nan'):.0f} | {r.get('tflop_s', float('nan')):.0f} | "
+            f"{100 * r.get('mfu', float('nan')):.0f}% | {r.get('peak_mem_gb', float('nan')):.1f} |"
+        )
+    table += [
+        "",
+        f"| one chunk (batch 1, {policy.config.num_inference_steps} steps) | ms median | ms min | max abs diff vs eager |",
+        "|---|---|---|---|",
+    ]
+    for mode, r in infer.items():
+        if "error" in r:
+            table.append(f"| {mode} | failed: {r['error'][:200]} | | |")
+            continue
+        table.append(
+            f"| {mode} | {r['ms_median']:.1f} | {r['ms_min']:.1f} | {r['max_abs_diff_vs_eager']:.2e} |"
+        )
+    write(
+        args.name or f"pi0_speed_{args.variant}{'_tiny' if args.tiny else ''}",
+        {"settings": settings, "params": n_params, "train": train, "infer": infer},
+        table,
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
