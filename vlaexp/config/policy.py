@@ -165,7 +165,7 @@ class Pi0Config(PolicyConfig):
     freeze_vision_encoder: bool = False
     train_expert_only: bool = False  # freeze the whole VLM (vision, projector, Gemma-2B)
     lora: LoraSettings = field(default_factory=LoraSettings)
-    compile: bool = False  # torch.compile the training forward
+    compile: bool = False  # torch.compile the training forward, the prefix pass, the denoising step
     cuda_graphs: bool = True  # on a GPU, sample each chunk by replaying a captured CUDA graph
     normalization: NormalizationConfig = field(
         default_factory=lambda: NormalizationConfig(state="mean_std", action="mean_std")

@@ -65,11 +65,12 @@ def _layer(
     conds: list[torch.Tensor | None],
     queried: list[bool],
     mask: torch.Tensor,
-    positions: torch.Tensor,
+    rope: tuple[torch.Tensor, torch.Tensor],
     past: tuple[torch.Tensor, torch.Tensor] | None,
     impl: str,
 ) -> tuple[list[torch.Tensor | None], torch.Tensor, torch.Tensor]:
-    """One joint layer. Returns (new hidden per stream, None where not queried; k; v)."""
+    """One joint layer. ``rope``: cos/sin tables of all new tokens; ``mask``: additive rows
+    of the queried streams. Returns (new hidden per stream, None where not queried; k; v)."""
     qs, ks, vs, normed_gates, q_slices = [], [], [], [], []
     start = 0
     for layer, x, cond, want_q in zip(layers, hidden, conds, queried, strict=True):
@@ -83,7 +84,7 @@ def _layer(
         normed_gates.append(gate)
         start += x.shape[1]
     k, v = torch.cat(ks, dim=2), torch.cat(vs, dim=2)
-    cos, sin = rotary_tables(positions, k.shape[-1], k.dtype)
+    cos, sin = rope
     k = apply_rotary(k, cos, sin)
     if past is not None:
         k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
@@ -135,7 +136,10 @@ def joint_forward(
     hidden = [s.hidden for s in streams]
     conds = [s.cond for s in streams]
     lengths = [h.shape[1] for h in hidden]
-    additive = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+    # RoPE tables and the additive mask once for all layers, in the projections' dtype
+    dtype = _activation_dtype(streams)
+    rope = rotary_tables(positions, streams[0].stack.config.head_dim, dtype)
+    additive = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
     additive = additive.masked_fill(~mask, MASK_VALUE)[:, None]
     built: KVCache = []
     for i in range(depth):
@@ -152,15 +156,13 @@ def joint_forward(
                 conds,
                 queried,
                 rows,
-                positions,
+                rope,
                 past,
                 attention_impl,
                 use_reentrant=False,
             )
         else:
-            new, k, v = _layer(
-                layers, hidden, conds, queried, rows, positions, past, attention_impl
-            )
+            new, k, v = _layer(layers, hidden, conds, queried, rows, rope, past, attention_impl)
         if build_cache:
             built.append((k, v))
         hidden = [n if n is not None else h for n, h in zip(new, hidden, strict=True)]
@@ -168,6 +170,14 @@ def joint_forward(
     for s, h in zip(streams, hidden, strict=True):
         outputs.append(s.stack.norm(h, s.cond)[0] if s.output else None)
     return outputs, (built if build_cache else None)
+
+
+def _activation_dtype(streams: list[Stream]) -> torch.dtype:
+    """The dtype the Q/K/V projections produce: autocast's, else the weights'."""
+    device = streams[0].hidden.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return streams[0].stack.layers[0].self_attn.q_proj.weight.dtype
 
 
 def _query_rows(additive: torch.Tensor, lengths: list[int], queried: list[bool]) -> torch.Tensor:

@@ -237,6 +237,16 @@ class Pi0Model(nn.Module):
         return x_t
 
 
+def compile_sampling(model: Pi0Model) -> None:
+    """``torch.compile`` the prefix pass and the denoising step in place (each once, not
+    the unrolled loop, so compiling takes seconds to a minute); the compiled kernels can be
+    captured by :class:`CudaGraphSampler`."""
+    if not getattr(model, "_sampling_compiled", False):
+        model.prefix_cache = torch.compile(model.prefix_cache)
+        model.denoise_step = torch.compile(model.denoise_step)
+        model._sampling_compiled = True
+
+
 def _shapes(inputs: tuple) -> list:
     return [
         [t.shape for t in x] if isinstance(x, list) else (None if x is None else x.shape)

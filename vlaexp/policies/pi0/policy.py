@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from vlaexp.config.policy import Pi0Config, Pi05Config
 from vlaexp.errors import ConfigError
 from vlaexp.policies.base import ACTION, STATE, VLAPolicy, image_key
-from vlaexp.policies.pi0.model import CudaGraphSampler, Pi0Model
+from vlaexp.policies.pi0.model import CudaGraphSampler, Pi0Model, compile_sampling
 from vlaexp.policies.pi0.prompt import (
     discretize_state,
     load_tokenizer,
@@ -78,6 +78,7 @@ class Pi0Policy(VLAPolicy):
         self._sampler: CudaGraphSampler | None = None
         if config.compile:
             self.model.forward = torch.compile(self.model.forward)
+            compile_sampling(self.model)
 
     @staticmethod
     def _validate(config: Pi0Config) -> None:
