@@ -175,3 +175,35 @@ def test_load_pretrained_rejects_mismatched_weights(
     with pytest.raises((VlaexpError, RuntimeError)) as err:
         load_pretrained(out)
     assert "head" in str(err.value)
+
+
+def test_preloaded_dataset_serves_the_same_samples(tiny_dataset: Path) -> None:
+    from vlaexp.data.datamodule import LeRobotDataModule
+
+    def module(preload: bool) -> LeRobotDataModule:
+        dm = LeRobotDataModule(
+            repo_id=None,
+            root=tiny_dataset,
+            cameras=["agentview", "wrist"],
+            camera_keys={c: f"observation.images.{c}" for c in ("agentview", "wrist")},
+            chunk_size=4,
+            image_size=32,
+            batch_size=8,
+            num_workers=0,
+            preload=preload,
+        )
+        dm.setup("fit")
+        return dm
+
+    lazy, loaded = module(False), module(True)
+    assert len(loaded.datasets["train"]) == len(lazy.datasets["train"])
+    assert loaded.datasets["train"].data["observation.images.wrist"].dtype == torch.uint8
+    for i in (0, 7, len(lazy.datasets["train"]) - 1):  # the last one has a padded chunk
+        a, b = lazy.datasets["train"][i], loaded.datasets["train"][i]
+        assert a.keys() == b.keys()
+        for k in a:
+            if torch.is_tensor(a[k]):
+                torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6)
+            else:
+                assert a[k] == b[k]
+    assert loaded.train_dataloader().num_workers == 0

@@ -45,6 +45,7 @@ class DataConfig:
     num_workers: int = 2
     pin_memory: bool = True
     video_backend: Any = None  # None lets LeRobot choose (torchcodec, else pyav)
+    preload: bool = False  # decode the whole dataset into memory once (small datasets, fast GPUs)
     collect: CollectConfig = field(default_factory=CollectConfig)
 
 

@@ -22,6 +22,7 @@ class TrainerConfig:
     precision: Any = "32-true"
     max_steps: int = -1
     max_epochs: Any = None  # int or None
+    max_time: Any = None  # "DD:HH:MM:SS": stop training then (later stages still run)
     min_steps: Any = None
     gradient_clip_val: Any = 1.0
     gradient_clip_algorithm: str = "norm"

@@ -84,6 +84,44 @@ class PolicyDataset(Dataset):
         return out
 
 
+class PreloadedDataset(Dataset):
+    """A :class:`PolicyDataset` decoded once into memory, for datasets that fit in RAM.
+
+    LeRobotDataset does real work per sample (decoding every camera's frame, querying the
+    action chunk): on a few CPU cores that is ~100 samples/s, far below what a small policy
+    consumes on a GPU. One parallel pass here stores the prepared samples; images as uint8
+    of their [-1, 1] values, which is exact when the policy's image size is the dataset's
+    (every pixel is k/255) and a rounding to 1/255 otherwise.
+    """
+
+    def __init__(self, source: PolicyDataset, num_workers: int, batch_size: int = 64) -> None:
+        loader = DataLoader(source, batch_size=batch_size, num_workers=num_workers)
+        parts: dict[str, list[Any]] = {}
+        for batch in loader:
+            for key, value in batch.items():
+                parts.setdefault(key, []).append(value)
+        self.data: dict[str, Any] = {}
+        for key, chunks in parts.items():
+            if key.startswith("observation.images."):
+                to_uint8 = [
+                    ((c + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8) for c in chunks
+                ]
+                self.data[key] = torch.cat(to_uint8)
+            elif torch.is_tensor(chunks[0]):
+                self.data[key] = torch.cat(chunks)
+            else:  # task strings
+                self.data[key] = [x for chunk in chunks for x in chunk]
+
+    def __len__(self) -> int:
+        return len(self.data["action"])
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        return {
+            k: v[idx].float() / 127.5 - 1.0 if k.startswith("observation.images.") else v[idx]
+            for k, v in self.data.items()
+        }
+
+
 class LeRobotDataModule(pl.LightningDataModule):
     """Train/val/test DataLoaders over one LeRobotDataset, split by episode.
 
@@ -94,6 +132,8 @@ class LeRobotDataModule(pl.LightningDataModule):
         image_size: side of the prepared square images.
         split: train/val/test fractions of episodes; ``split_seed`` shuffles episodes.
         train_success_only: drop failed episodes from train and val (kept in test).
+        preload: decode every split into memory once (:class:`PreloadedDataset`); the
+            loaders then read memory in the main process.
     """
 
     def __init__(
@@ -113,6 +153,7 @@ class LeRobotDataModule(pl.LightningDataModule):
         num_workers: int = 2,
         pin_memory: bool = True,
         video_backend: str | None = None,
+        preload: bool = False,
     ) -> None:
         super().__init__()
         missing = [c for c in cameras if c not in camera_keys]
@@ -128,6 +169,7 @@ class LeRobotDataModule(pl.LightningDataModule):
         self.split, self.split_seed = tuple(split), split_seed
         self.train_success_only = train_success_only
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
+        self.preload = preload
         # torchcodec needs system FFmpeg libraries; PyAV ships its own, so it works anywhere.
         self.video_backend = video_backend or "pyav"
         self.meta = open_metadata(repo_id, root)
@@ -192,19 +234,22 @@ class LeRobotDataModule(pl.LightningDataModule):
                 self.datasets[name] = PolicyDataset(
                     ds, self.camera_keys, self.image_size, self.state_key, self.action_key
                 )
+                if self.preload:
+                    self.datasets[name] = PreloadedDataset(self.datasets[name], self.num_workers)
         log.info("Episodes: %s", {k: len(v) for k, v in self.splits.items()})
 
     def _full_dataset(self, dataset_cls: Any) -> Any:
         return dataset_cls(self.meta.repo_id, root=self.meta.root, video_backend=self.video_backend)
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        workers = 0 if self.preload else self.num_workers  # memory needs no workers
         return DataLoader(
             self.datasets[name],
             batch_size=self.batch_size,
             shuffle=shuffle,
-            num_workers=self.num_workers,
+            num_workers=workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=workers > 0,
             drop_last=shuffle and len(self.datasets[name]) > self.batch_size,
         )
 
@@ -253,4 +298,5 @@ def datamodule_from_config(
         num_workers=data_cfg.num_workers,
         pin_memory=data_cfg.pin_memory,
         video_backend=data_cfg.video_backend,
+        preload=data_cfg.preload,
     )
