@@ -50,8 +50,7 @@ def dataset(root: Path, episodes_per_task: int) -> Path:
     return root
 
 
-def loader_rate(root: Path, workers: int, args: argparse.Namespace) -> float:
-    """Samples/s of the train loader over ``--batches`` batches after the first."""
+def datamodule(root: Path, args: argparse.Namespace, workers: int) -> LeRobotDataModule:
     dm = LeRobotDataModule(
         repo_id=None,
         root=root,
@@ -63,31 +62,28 @@ def loader_rate(root: Path, workers: int, args: argparse.Namespace) -> float:
         num_workers=workers,
     )
     dm.setup("fit")
+    return dm
+
+
+def loader_rate(root: Path, workers: int, args: argparse.Namespace) -> float:
+    """Samples/s of the train loader over ``--batches`` batches after the first."""
+    dm = datamodule(root, args, workers)
     it = iter(dm.train_dataloader())
     next(it)  # worker start-up and first decode are not the steady state
     start = time.perf_counter()
     n = 0
     for _ in range(args.batches):
-        try:
-            n += len(next(it)["action"])
-        except StopIteration:
+        batch = next(it, None)
+        if batch is None:  # an epoch ended: the next one starts its workers again
             it = iter(dm.train_dataloader())
+            batch = next(it)
+        n += len(batch["action"])
     return n / (time.perf_counter() - start)
 
 
 def policy_rate(root: Path, args: argparse.Namespace, device: torch.device) -> tuple[float, int]:
     """Training samples/s of the policy on one in-memory batch; and its parameter count."""
-    dm = LeRobotDataModule(
-        repo_id=None,
-        root=root,
-        cameras=CAMERAS,
-        camera_keys={c: f"observation.images.{c}" for c in CAMERAS},
-        chunk_size=args.chunk_size,
-        image_size=args.image_size,
-        batch_size=args.batch_size,
-        num_workers=0,
-    )
-    dm.setup("fit")
+    dm = datamodule(root, args, workers=0)
     batch = next(iter(dm.train_dataloader()))
     batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
     cfg = compose_config(
