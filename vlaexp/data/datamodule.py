@@ -8,6 +8,7 @@ episode. Normalization statistics come from the dataset's ``meta/stats.json``.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -95,11 +96,23 @@ class PreloadedDataset(Dataset):
     """
 
     def __init__(self, source: PolicyDataset, num_workers: int, batch_size: int = 64) -> None:
-        loader = DataLoader(source, batch_size=batch_size, num_workers=num_workers)
+        # Spawned workers: Lightning calls `setup` after CUDA (and pyarrow's thread pool) are
+        # up in this process, and forking a process with running threads can deadlock.
+        loader = DataLoader(
+            source,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            multiprocessing_context="spawn" if num_workers > 0 else None,
+        )
         parts: dict[str, list[Any]] = {}
+        total, done, next_report, started = len(source), 0, 0.0, time.time()
         for batch in loader:
             for key, value in batch.items():
                 parts.setdefault(key, []).append(value)
+            done += len(batch["action"])
+            if done / total >= next_report:
+                log.info("Preloading: %d/%d samples (%.0f s)", done, total, time.time() - started)
+                next_report += 0.25
         self.data: dict[str, Any] = {}
         for key, chunks in parts.items():
             if key.startswith("observation.images."):
@@ -132,8 +145,8 @@ class LeRobotDataModule(pl.LightningDataModule):
         image_size: side of the prepared square images.
         split: train/val/test fractions of episodes; ``split_seed`` shuffles episodes.
         train_success_only: drop failed episodes from train and val (kept in test).
-        preload: decode every split into memory once (:class:`PreloadedDataset`); the
-            loaders then read memory in the main process.
+        preload: decode the train and val splits into memory once
+            (:class:`PreloadedDataset`); their loaders then read memory in the main process.
     """
 
     def __init__(
@@ -234,7 +247,7 @@ class LeRobotDataModule(pl.LightningDataModule):
                 self.datasets[name] = PolicyDataset(
                     ds, self.camera_keys, self.image_size, self.state_key, self.action_key
                 )
-                if self.preload:
+                if self.preload and name != "test":  # training reads train and val only
                     self.datasets[name] = PreloadedDataset(self.datasets[name], self.num_workers)
         log.info("Episodes: %s", {k: len(v) for k, v in self.splits.items()})
 
@@ -242,7 +255,8 @@ class LeRobotDataModule(pl.LightningDataModule):
         return dataset_cls(self.meta.repo_id, root=self.meta.root, video_backend=self.video_backend)
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
-        workers = 0 if self.preload else self.num_workers  # memory needs no workers
+        preloaded = isinstance(self.datasets[name], PreloadedDataset)
+        workers = 0 if preloaded else self.num_workers  # memory needs no workers
         return DataLoader(
             self.datasets[name],
             batch_size=self.batch_size,
