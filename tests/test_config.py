@@ -144,7 +144,12 @@ def test_bad_overrides_are_explained(overrides: list[str], expected: list[str]) 
 
 def test_good_overrides_pass() -> None:
     check_overrides(
-        ["+experiment=quickstart", "policy.hidden_dim=64", "camera=agentview,wrist", "seed=3"]
+        [
+            "+experiment=quickstart",
+            "policy.num_inference_steps=5",
+            "camera=agentview,wrist",
+            "seed=3",
+        ]
     )
 
 
