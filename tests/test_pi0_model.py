@@ -17,7 +17,9 @@ from vlaexp.policies.pi0.model import Pi0Model
 from vlaexp.policies.pi0.prompt import discretize_state, pi0_prompt, pi05_prompt
 from vlaexp.policies.pi0.weights import map_state_dict
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+# The published checkpoints' parameter names and shapes (LeRobot 0.4.4's PI0Policy /
+# PI05Policy state dicts; copied from the project's shared/reference, see its README).
+REFERENCE = Path(__file__).resolve().parent / "data" / "reference"
 
 
 @pytest.mark.parametrize("variant", ["pi0", "pi05"])
