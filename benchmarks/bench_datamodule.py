@@ -4,9 +4,9 @@
     python benchmarks/bench_datamodule.py --policy pi0 --image-size 224 --precision bf16-mixed
 
 Records scripted tabletop_spatial demos (128 px mp4 per camera, LeRobot's writer) once into
-``outputs/cache/bench_datamodule``, then measures, for each ``--workers`` setting, the train
-DataLoader's samples/s (video decoding, resize-with-pad, chunking, collation) after its
-first batch, and the policy's training samples/s (forward, backward, optimizer step) on
+``outputs/cache/bench_datamodule``, then measures, for each ``--workers`` setting (and with
+``--preload``, the dataset decoded into memory once), the train DataLoader's samples/s (video
+decoding, resize-with-pad, chunking, collation) after its first batch, and the policy's training samples/s (forward, backward, optimizer step) on
 batches already in memory on the device. The loader keeps up when its rate is at least the
 policy's. Medians of ``--repeats``. Writes ``results/datamodule_<policy>.{json,md}``.
 """
@@ -50,7 +50,9 @@ def dataset(root: Path, episodes_per_task: int) -> Path:
     return root
 
 
-def datamodule(root: Path, args: argparse.Namespace, workers: int) -> LeRobotDataModule:
+def datamodule(
+    root: Path, args: argparse.Namespace, workers: int, preload: bool = False
+) -> LeRobotDataModule:
     dm = LeRobotDataModule(
         repo_id=None,
         root=root,
@@ -60,14 +62,17 @@ def datamodule(root: Path, args: argparse.Namespace, workers: int) -> LeRobotDat
         image_size=args.image_size,
         batch_size=args.batch_size,
         num_workers=workers,
+        preload=preload,
     )
     dm.setup("fit")
     return dm
 
 
-def loader_rate(root: Path, workers: int, args: argparse.Namespace) -> float:
-    """Samples/s of the train loader over ``--batches`` batches after the first."""
-    dm = datamodule(root, args, workers)
+def loader_rate(root: Path, workers: int | str, args: argparse.Namespace) -> float:
+    """Samples/s of the train loader over ``--batches`` batches after the first;
+    ``workers="preloaded"`` reads the preloaded dataset (decoded once by all CPUs)."""
+    preload = workers == "preloaded"
+    dm = datamodule(root, args, (os.cpu_count() or 1) if preload else int(workers), preload)
     it = iter(dm.train_dataloader())
     next(it)  # worker start-up and first decode are not the steady state
     start = time.perf_counter()
@@ -135,6 +140,7 @@ def main() -> int:
         "--workers", type=int, nargs="+", default=sorted({0, 1, 2, cpus // 2, cpus} - {0} | {0})
     )
     parser.add_argument("--batches", type=int, default=20, help="timed loader batches")
+    parser.add_argument("--preload", action="store_true", help="also time data.preload=true")
     parser.add_argument("--steps", type=int, default=5, help="timed policy steps")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--episodes-per-task", type=int, default=2)
@@ -143,10 +149,11 @@ def main() -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     root = dataset(args.root, args.episodes_per_task)
 
-    loader = {w: [] for w in args.workers}
+    settings = [*args.workers, *(["preloaded"] if args.preload else [])]
+    loader: dict = {w: [] for w in settings}
     policy = []
     for repeat in range(args.repeats):
-        for w in args.workers:
+        for w in settings:
             loader[w].append(loader_rate(root, w, args))
             print(f"repeat {repeat} loader workers={w}: {loader[w][-1]:.1f} samples/s", flush=True)
         rate, n_params = policy_rate(root, args, device)
