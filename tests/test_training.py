@@ -207,3 +207,31 @@ def test_preloaded_dataset_serves_the_same_samples(tiny_dataset: Path) -> None:
             else:
                 assert a[k] == b[k]
     assert loaded.train_dataloader().num_workers == 0
+
+
+def test_ema_weights_are_what_checkpoints_save(tiny_overrides: list[str], tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    run = tmp_path / "run"
+    cfg, dm, policy = _setup(
+        [
+            *tiny_overrides,
+            "logger=csv",
+            "callbacks=ema",
+            "callbacks.ema.decay=0.5",
+            "trainer.max_steps=4",
+            "callbacks.step_checkpoint.save_freq=2",
+        ],
+        run,
+    )
+    trainer = build_trainer(cfg)
+    trainer.fit(policy, datamodule=dm)
+    step = run / "checkpoints" / "000002"
+    saved = load_file(step / "pretrained_model" / "model.safetensors")
+    live = torch.load(step / "training_state" / "trainer_state.pt", weights_only=False)
+    live = live["current_model_state"]
+    key = "head.0.weight"
+    assert not torch.equal(saved[key], live[key])  # the average, not the live weights
+    # after training the policy holds the average, which is what `last` saved
+    final = load_pretrained(run)
+    torch.testing.assert_close(final.state_dict()[key], policy.state_dict()[key].cpu())

@@ -29,6 +29,7 @@ _SCHEMAS: dict[str, dict[str, type]] = {
         "lr_monitor": training.LearningRateMonitorConfig,
         "rich_progress_bar": training.RichProgressBarConfig,
         "model_summary": training.ModelSummaryConfig,
+        "ema": training.EMAConfig,
     },
 }
 

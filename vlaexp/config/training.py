@@ -120,6 +120,18 @@ class ModelSummaryConfig:
 
 
 @dataclass
+class EMAConfig:
+    """Exponential moving average of the weights (Lightning's EMAWeightAveraging). Checkpoints'
+    ``pretrained_model/`` holds the averaged weights (what evaluation uses); the live weights
+    are kept in ``training_state/`` for resuming."""
+
+    _target_: str = "lightning.pytorch.callbacks.EMAWeightAveraging"
+    decay: float = 0.999
+    update_every_n_steps: int = 1
+    update_starting_at_step: Any = None
+
+
+@dataclass
 class PathsConfig:
     """Where things go. Relative paths are resolved against the launch directory."""
 

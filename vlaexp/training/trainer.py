@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig
 
-from vlaexp.training.checkpoint import LeRobotCheckpointIO
+from vlaexp.training.checkpoint import LeRobotCheckpointIO, StepCheckpoint
 
 
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
@@ -25,6 +25,9 @@ def build_trainer(
     LeRobot-layout checkpoint plugin. Lightning's own ModelCheckpoint is off: checkpoints
     come from the ``step_checkpoint`` callback."""
     callbacks = [*build_callbacks(cfg), *extra_callbacks]
+    # Checkpoints run after every other callback's per-step work (e.g. an EMA update), as
+    # Lightning orders its own Checkpoint callbacks (ours is a plain Callback: see checkpoint.py).
+    callbacks.sort(key=lambda c: isinstance(c, StepCheckpoint))
     if not loggers:  # LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     return instantiate(
