@@ -72,6 +72,24 @@ def write_pretrained(
     return directory
 
 
+def is_hub_id(source: str | Path) -> bool:
+    """``org/name`` that is not an existing local path."""
+    return not Path(source).expanduser().exists() and bool(_HUB_ID.match(str(source)))
+
+
+def download_from_hub(repo_id: str, setting: str, allow_patterns: list[str] | None = None) -> Path:
+    """A hub repo snapshot in the Hugging Face cache; offline, an error naming ``setting``."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=allow_patterns))
+    except Exception as e:
+        raise VlaexpError(
+            f"Could not download '{repo_id}' from the Hugging Face hub ({type(e).__name__}: {e}). "
+            f"Offline, download it elsewhere and set `{setting}` to the local directory."
+        ) from e
+
+
 def resolve_pretrained(path_or_repo: str | Path, setting: str) -> Path:
     """A local ``pretrained_model`` dir, or a hub repo id downloaded to the HF cache.
 
@@ -86,16 +104,8 @@ def resolve_pretrained(path_or_repo: str | Path, setting: str) -> Path:
     ):
         if (candidate / CONFIG_FILE).is_file():
             return candidate
-    if not path.exists() and _HUB_ID.match(str(path_or_repo)):
-        from huggingface_hub import snapshot_download
-
-        try:
-            return Path(snapshot_download(str(path_or_repo)))
-        except Exception as e:
-            raise VlaexpError(
-                f"Could not download '{path_or_repo}' from the Hugging Face hub ({type(e).__name__}: "
-                f"{e}). Offline, download it elsewhere and set `{setting}` to the local directory."
-            ) from e
+    if is_hub_id(path_or_repo):
+        return download_from_hub(str(path_or_repo), setting)
     raise MissingPathError(
         "Pretrained policy", path, setting, hint=f"Expected a directory holding {CONFIG_FILE}."
     )

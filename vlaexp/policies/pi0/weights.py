@@ -30,7 +30,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from vlaexp.errors import MissingPathError, VlaexpError
-from vlaexp.training.pretrained import WEIGHTS_FILE
+from vlaexp.training.pretrained import WEIGHTS_FILE, download_from_hub, is_hub_id
 
 log = logging.getLogger(__name__)
 
@@ -120,23 +120,13 @@ def resolve(source: str | Path, setting: str) -> Path:
                 hint="Expected model.safetensors.",
             )
         return path
-    if path.exists() or not re.match(r"^[\w.-]+/[\w.-]+$", str(source)):
+    if not is_hub_id(source):
         raise MissingPathError(
             "Pretrained weights", path, setting, hint="Give a directory or a hub id (org/name)."
         )
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(
-            snapshot_download(
-                str(source), allow_patterns=[WEIGHTS_FILE, "*.json", "policy_preprocessor*"]
-            )
-        )
-    except Exception as e:
-        raise VlaexpError(
-            f"Could not download '{source}' from the Hugging Face hub ({type(e).__name__}: {e}). "
-            f"Offline, download it elsewhere and set `{setting}` to its directory."
-        ) from e
+    return download_from_hub(
+        str(source), setting, allow_patterns=[WEIGHTS_FILE, "*.json", "policy_preprocessor*"]
+    )
 
 
 def load_pretrained_weights(model: nn.Module, source: str | Path, pi05: bool, setting: str) -> Path:
