@@ -17,7 +17,7 @@ pytestmark = [
 def test_cuda_graph_sampling_equals_eager_sampling(name: str) -> None:
     torch.manual_seed(0)
     policy = tiny(name).cuda().eval()
-    batch = {k: v.cuda() if torch.is_tensor(v) else v for k, v in make_batch(b=3).items()}
+    batch = batch_on_cuda(3)
     noise = torch.randn(3, 10, 8, device="cuda")
     policy.config.cuda_graphs = False
     eager = policy.predict_action_chunk(batch, noise=noise)
@@ -32,9 +32,9 @@ def test_cuda_graph_sampling_equals_eager_sampling(name: str) -> None:
         policy.model.action_out_proj.bias.add_(1.0)
     shifted = policy.predict_action_chunk(batch, noise=noise)
     assert not torch.allclose(shifted, graphed)
-    policy.predict_action_chunk(make_batch_on_cuda(b=2), noise=noise[:2])
+    policy.predict_action_chunk(batch_on_cuda(2), noise=noise[:2])
     assert policy._sampler is not sampler  # another batch size: captured anew
 
 
-def make_batch_on_cuda(b: int) -> dict:
+def batch_on_cuda(b: int) -> dict:
     return {k: v.cuda() if torch.is_tensor(v) else v for k, v in make_batch(b=b).items()}
