@@ -6,13 +6,16 @@
 Settings as ``shared/peer/lerobot_pi0_bench.py`` measures LeRobot's Pi0: random weights,
 bfloat16 weights with float32 norms under bf16 autocast, batch 32, two 224x224 cameras, 48
 text tokens, chunk 50, fused AdamW. Training is timed eager and with ``torch.compile``
-(optionally with gradient checkpointing); FLOPs are counted once, eager, with
+(optionally with gradient checkpointing; ``compiled_budget`` with torch's activation memory
+budget, which recomputes the cheapest activations); FLOPs are counted once, eager, with
 ``FlopCounterMode``; MFU is counted FLOPs / time / 989 TFLOP/s (H100/H200 dense bf16).
 One chunk (batch 1, prefix + ``num_inference_steps`` Euler steps over the KV cache) is
 timed eager, replayed as one captured CUDA graph (``CudaGraphSampler``, what the policy uses
 on a GPU), and with the prefix pass and denoising step compiled before the capture
-(``policy.compile=true``); ``compiled`` is the compiled functions without the graph.
-Medians; writes ``results/pi0_speed_<variant>.{json,md}``.
+(``compiled_cuda_graphs``, ``policy.compile=true``; ``autotuned_cuda_graphs`` compiles with
+GEMM autotuning); ``compiled`` is the compiled functions without the graph. ``--profile``
+adds, for compiled modes, the GPU kernel time of a chunk and of its prefix pass and the
+kernels that take most of it. Medians; writes ``results/pi0_speed_<variant>.{json,md}``.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from report import write
 from torch.utils.flop_counter import FlopCounterMode
 
 from vlaexp.config.policy import GemmaStackConfig, Pi0Config, Pi05Config, VisionTowerConfig
-from vlaexp.policies.pi0.model import CudaGraphSampler, compile_sampling
+from vlaexp.policies.pi0 import gemma
+from vlaexp.policies.pi0.model import CudaGraphSampler, compile_sampling, uncompile_sampling
 from vlaexp.policies.pi0.policy import Pi0Policy
 
 PEAK_TFLOPS = 989.0
@@ -89,8 +93,15 @@ def timed(fn, n: int, device: torch.device) -> list[float]:
     return out
 
 
-def train_figures(policy: Pi0Policy, args, device, compiled: bool) -> dict:
+def train_figures(policy: Pi0Policy, args, device, mode: str) -> dict:
     model = policy.model.train()
+    compiled = mode.startswith("compiled")
+    torch._dynamo.reset()
+    import torch._functorch.config as functorch_config
+
+    functorch_config.activation_memory_budget = (
+        args.activation_budget if mode == "compiled_budget" and args.activation_budget else 1.0
+    )
     forward = torch.compile(model) if compiled else model
     images, masks, tokens, token_mask, state, actions = inputs(policy, args.batch, device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -127,13 +138,16 @@ def train_figures(policy: Pi0Policy, args, device, compiled: bool) -> dict:
 
 def eager_sample(model, feed) -> torch.Tensor:
     """The chunk from the uncompiled functions (compiled ones are instance attributes)."""
-    prefix_cache = model.__dict__.pop("prefix_cache", None)
-    denoise_step = model.__dict__.pop("denoise_step", None)
+    compiled = {
+        k: model.__dict__.pop(k) for k in ("encode_prefix", "denoise_step") if k in model.__dict__
+    }
     try:
         return model.sample_actions(*feed)
     finally:
-        if prefix_cache is not None:
-            model.prefix_cache, model.denoise_step = prefix_cache, denoise_step
+        model.__dict__.update(compiled)
+
+
+COMPILE_MODES = {"compiled": None, "autotuned": "max-autotune-no-cudagraphs"}
 
 
 def chunk_latency(policy: Pi0Policy, args, device, mode: str) -> dict:
@@ -141,8 +155,11 @@ def chunk_latency(policy: Pi0Policy, args, device, mode: str) -> dict:
     images, masks, tokens, token_mask, state, _ = inputs(policy, 1, device)
     noise = torch.randn(1, policy.config.chunk_size, policy.config.max_action_dim, device=device)
     feed = (images, masks, tokens, token_mask, state, noise)
-    if mode.startswith("compiled"):
-        compile_sampling(model)  # in place: run the compiled modes last
+    uncompile_sampling(model)
+    kind = mode.split("_")[0]
+    if kind in COMPILE_MODES:
+        torch._dynamo.reset()
+        compile_sampling(model, COMPILE_MODES[kind])
     if mode.endswith("cuda_graphs"):
         sampler = CudaGraphSampler(model, feed, policy.autocast)
 
@@ -161,10 +178,50 @@ def chunk_latency(policy: Pi0Policy, args, device, mode: str) -> dict:
     times = timed(run, args.chunks, device)
     with policy.autocast():
         reference = eager_sample(model, feed)
-    return {
+    out = {
         "ms_median": 1000 * statistics.median(times),
         "ms_min": 1000 * min(times),
         "max_abs_diff_vs_eager": float((first - reference).abs().max()),
+    }
+    if args.profile and device.type == "cuda" and kind in COMPILE_MODES:  # graph-free
+        try:
+            out["profile"] = kernel_profile(policy, model, feed)
+        except Exception as e:  # the timing above stands without it
+            out["profile"] = {"error": f"{type(e).__name__}: {e}"}
+    return out
+
+
+def kernel_profile(policy: Pi0Policy, model, feed) -> dict:
+    """GPU kernel time of one chunk and of its prefix pass alone (torch.profiler), and the
+    kernels that take the most of it: where a chunk's time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    def kernels(fn) -> tuple[float, int, list]:
+        with policy.autocast():
+            fn()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            with policy.autocast():
+                fn()
+            torch.cuda.synchronize()
+        rows = [e for e in prof.key_averages() if e.self_device_time_total > 0]
+        gpu = [e for e in rows if getattr(e.device_type, "name", "") == "CUDA"] or rows
+        total = sum(e.self_device_time_total for e in gpu) / 1000  # ms
+        top = sorted(gpu, key=lambda e: -e.self_device_time_total)[:25]
+        return (
+            total,
+            sum(e.count for e in gpu),
+            [(e.key[:120], e.count, round(e.self_device_time_total / 1000, 3)) for e in top],
+        )
+
+    chunk_ms, chunk_n, top = kernels(lambda: model.sample_actions(*feed))
+    prefix_ms, prefix_n, _ = kernels(lambda: model.encode_prefix(*feed[:4]))
+    return {
+        "chunk_kernel_ms": chunk_ms,
+        "chunk_kernels": chunk_n,
+        "prefix_kernel_ms": prefix_ms,
+        "prefix_kernels": prefix_n,
+        "top_kernels (name, count, ms)": top,
     }
 
 
@@ -183,6 +240,22 @@ def main() -> int:
         "--infer-modes", nargs="*", default=["eager", "cuda_graphs", "compiled_cuda_graphs"]
     )
     parser.add_argument("--grad-ckpt", action="store_true")
+    parser.add_argument(
+        "--sdpa-default-inference",
+        action="store_true",
+        help="sample with PyTorch's default SDPA kernel choice (cuDNN included), for an A/B",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="kernel profile of the compiled functions (outside the graph) in compiled modes",
+    )
+    parser.add_argument(
+        "--activation-budget",
+        type=float,
+        default=None,
+        help="torch._functorch activation_memory_budget for the compiled_budget training mode",
+    )
     parser.add_argument("--tiny", action="store_true", help="tiny widths, for a smoke run")
     parser.add_argument(
         "--name", default=None, help="results file name (default pi0_speed_<variant>)"
@@ -193,13 +266,15 @@ def main() -> int:
         print("bench_pi0: skipped, full-size Pi0 needs a CUDA device (add --tiny for a smoke run)")
         return 0
     torch.backends.cuda.matmul.allow_tf32 = True
+    if args.sdpa_default_inference:
+        gemma.INFERENCE_SDPA_BACKENDS = None
     policy = build(args, device)
     n_params = sum(p.numel() for p in policy.model.parameters())
     train: dict = {}
     infer: dict = {}
     for mode in args.train_modes:
         try:
-            train[mode] = train_figures(policy, args, device, compiled=mode == "compiled")
+            train[mode] = train_figures(policy, args, device, mode)
         except Exception as e:  # recorded, so one failing mode does not lose the others
             train[mode] = {"error": f"{type(e).__name__}: {e}"}
         print(mode, {k: v for k, v in train[mode].items() if k != "step_s_all"}, flush=True)

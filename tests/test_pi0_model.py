@@ -12,7 +12,7 @@ import torch
 from tests.reference.lerobot_pi0 import Small, build_reference, openpi_math, our_config
 from vlaexp.config.policy import Pi0Config, Pi05Config
 from vlaexp.policies.pi0.flow import attention_mask_2d, euler_times, positions_from_pad
-from vlaexp.policies.pi0.gemma import AdaptiveRMSNorm, gated_residual
+from vlaexp.policies.pi0.gemma import AdaptiveRMSNorm, expand_heads, fused_weights, gated_residual
 from vlaexp.policies.pi0.model import Pi0Model
 from vlaexp.policies.pi0.prompt import discretize_state, pi0_prompt, pi05_prompt
 from vlaexp.policies.pi0.weights import map_state_dict
@@ -179,6 +179,49 @@ def test_pi05_expert_norms_are_adaptive_and_time_conditions_them() -> None:
         l1 = model(images, masks, tokens, token_mask, None, actions, noise, t1)
         l2 = model(images, masks, tokens, token_mask, None, actions, noise, t2)
     assert not torch.allclose(l1, l2)
+
+
+@pytest.mark.parametrize("variant", ["pi0", "pi05"])
+def test_fused_expert_projections_give_the_same_denoising_step(variant: str) -> None:
+    """Sampling stacks the expert's q/k/v and gate/up weights (two GEMMs instead of five);
+    the velocity must not change, and LoRA-wrapped projections must not be fused."""
+    small = Small()
+    cfg = our_config(small)
+    cfg.type = variant
+    torch.manual_seed(0)
+    model = Pi0Model(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    images, masks, tokens, token_mask, state, _, noise, _ = _inputs(small)
+    state = state if variant == "pi0" else None
+    t = torch.full((3,), 0.7)
+    with torch.no_grad():
+        pad, cache = model.encode_prefix(images, masks, tokens, token_mask)
+        plain = model.denoise_step(state, pad, cache, noise, t)
+        fused = fused_weights(model.expert)
+        assert fused is not None and len(fused) == cfg.expert.depth
+        v = model.denoise_step(state, pad, cache, noise, t, fused)
+    torch.testing.assert_close(v, plain, atol=1e-5, rtol=1e-5)
+    # the stacked weights follow an in-place update of the originals
+    with torch.no_grad():
+        model.expert.layers[0].mlp.up_proj.weight.mul_(2.0)
+        assert torch.equal(
+            fused_weights(model.expert)[0][1][-1], model.expert.layers[0].mlp.up_proj.weight[-1]
+        )
+    from peft import LoraConfig, inject_adapter_in_model
+
+    inject_adapter_in_model(LoraConfig(r=2, target_modules=["q_proj"]), model.expert)
+    assert fused_weights(model.expert) is None
+
+
+def test_one_key_head_is_shared_as_a_view() -> None:
+    k = torch.randn(2, 1, 5, 4)
+    wide = expand_heads(k, 8)
+    assert wide.shape == (2, 8, 5, 4) and wide.data_ptr() == k.data_ptr()  # no copy
+    torch.testing.assert_close(wide, k.repeat_interleave(8, dim=1))
+    k2 = torch.randn(2, 2, 5, 4)  # grouped: key head i serves query heads 4i..4i+3
+    torch.testing.assert_close(expand_heads(k2, 8)[:, 4:], k2[:, 1:2].expand(2, 4, 5, 4))
 
 
 def test_state_discretization_is_openpis_rule() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import GemmaConfig
 from transformers.models.gemma.modeling_gemma import GemmaMLP
 
@@ -85,8 +86,21 @@ class GemmaAttentionProjections(nn.Module):
 
     def heads(self, proj: nn.Linear, x: torch.Tensor) -> torch.Tensor:
         """float[B, L, width] -> float[B, heads, L, head_dim]."""
-        b, n, _ = x.shape
-        return proj(x).view(b, n, -1, self.head_dim).transpose(1, 2)
+        return self.split_heads(proj(x))
+
+    def split_heads(self, y: torch.Tensor) -> torch.Tensor:
+        b, n, _ = y.shape
+        return y.view(b, n, -1, self.head_dim).transpose(1, 2)
+
+    def qkv_fused(
+        self, x: torch.Tensor, weight: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v from one GEMM with the stacked weight of :func:`fused_weights`."""
+        q, k, v = F.linear(x, weight).split(
+            [d * self.head_dim for d in (self.num_heads, self.num_kv_heads, self.num_kv_heads)],
+            dim=-1,
+        )
+        return self.split_heads(q), self.split_heads(k), self.split_heads(v)
 
 
 class GemmaLayer(nn.Module):
@@ -105,6 +119,41 @@ class GemmaLayer(nn.Module):
                 hidden_activation="gelu_pytorch_tanh",
             )
         )
+
+
+FusedWeights = tuple[torch.Tensor, torch.Tensor]  # per layer: [q; k; v] and [gate; up]
+
+
+def fused_weights(stack: GemmaStack) -> list[FusedWeights] | None:
+    """Per layer, the q/k/v projection weights stacked into one matrix and the MLP's gate/up
+    into another, so that a small-batch pass (a denoising step: 51 tokens) runs two GEMMs
+    where it ran five. Concatenated on every call, so they follow in-place weight updates;
+    None where the projections are not plain ``nn.Linear`` (LoRA adapters wrap them)."""
+    plain = all(
+        type(m) is nn.Linear and m.bias is None
+        for layer in stack.layers
+        for m in (
+            layer.self_attn.q_proj,
+            layer.self_attn.k_proj,
+            layer.self_attn.v_proj,
+            layer.mlp.gate_proj,
+            layer.mlp.up_proj,
+        )
+    )
+    if not plain:
+        return None
+    out = []
+    for layer in stack.layers:
+        a, mlp = layer.self_attn, layer.mlp
+        qkv = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight])
+        out.append((qkv, torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])))
+    return out
+
+
+def mlp_fused(mlp: GemmaMLP, x: torch.Tensor, gate_up: torch.Tensor) -> torch.Tensor:
+    """``mlp(x)`` with its gate and up projections as one GEMM (:func:`fused_weights`)."""
+    gate, up = F.linear(x, gate_up).chunk(2, dim=-1)
+    return mlp.down_proj(mlp.act_fn(gate) * up)
 
 
 class GemmaStack(nn.Module):
@@ -140,6 +189,28 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return x * cos + rotated * sin
 
 
+# SDPA kernels allowed without gradients (sampling). PyTorch's default order picks cuDNN's
+# fused attention for Pi0's masked batch-1 calls, and on an H200 that kernel took ~65 us per
+# call: 12.9 ms of a chunk's 27 ms of kernel time (experiments/pi0_speed). None = the default.
+INFERENCE_SDPA_BACKENDS: list[SDPBackend] | None = [
+    SDPBackend.FLASH_ATTENTION,
+    SDPBackend.EFFICIENT_ATTENTION,
+    SDPBackend.MATH,
+]
+
+
+def expand_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """float[B, KVH, L, D] -> float[B, heads, L, D], each key head shared by heads / KVH
+    query heads. With one key head (Pi0's Gemmas) this is a stride-0 view: no copy per layer
+    and denoising step, and autograd keeps the small tensor, not eight copies of it."""
+    kvh = x.shape[1]
+    if kvh == heads:
+        return x
+    if kvh == 1:
+        return x.expand(x.shape[0], heads, x.shape[2], x.shape[3])
+    return x.repeat_interleave(heads // kvh, dim=1)
+
+
 def attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, impl: str
 ) -> torch.Tensor:
@@ -157,10 +228,13 @@ def attention(
     mask = mask.to(q.dtype)
     # Key heads repeated for every query head: SDPA's memory-efficient kernel, the one that
     # takes an arbitrary mask, does not accept grouped heads (enable_gqa).
-    rep = h // k.shape[1]
-    k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    k, v = expand_heads(k, h), expand_heads(v, h)
     if impl == "sdpa":
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if torch.is_grad_enabled() or INFERENCE_SDPA_BACKENDS is None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        else:
+            with sdpa_kernel(INFERENCE_SDPA_BACKENDS):
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     elif impl == "eager":
         scores = torch.matmul(q, k.transpose(2, 3)) * d**-0.5 + mask
         out = torch.matmul(scores.softmax(dim=-1, dtype=torch.float32).to(q.dtype), v)

@@ -28,11 +28,13 @@ from torch.utils.checkpoint import checkpoint
 
 from vlaexp.policies.pi0.gemma import (
     MASK_VALUE,
+    FusedWeights,
     GemmaLayer,
     GemmaStack,
     apply_rotary,
     attention,
     gated_residual,
+    mlp_fused,
     rotary_tables,
 )
 
@@ -47,6 +49,7 @@ class Stream:
     hidden: torch.Tensor  # float[B, L, width]
     cond: torch.Tensor | None = None  # adaptive-norm condition float[B, cond_dim]
     output: bool = True  # whether its output after the last layer is needed
+    fused: list[FusedWeights] | None = None  # stacked projections per layer (fused_weights)
 
 
 def check_compatible(a: GemmaStack, b: GemmaStack) -> None:
@@ -68,18 +71,27 @@ def _layer(
     rope: tuple[torch.Tensor, torch.Tensor],
     past: tuple[torch.Tensor, torch.Tensor] | None,
     impl: str,
+    fused: list[FusedWeights | None] | None = None,
 ) -> tuple[list[torch.Tensor | None], torch.Tensor, torch.Tensor]:
     """One joint layer. ``rope``: cos/sin tables of all new tokens; ``mask``: additive rows
-    of the queried streams. Returns (new hidden per stream, None where not queried; k; v)."""
+    of the queried streams; ``fused``: per stream, its stacked projections or None.
+    Returns (new hidden per stream, None where not queried; k; v)."""
+    fused = fused or [None] * len(layers)
     qs, ks, vs, normed_gates, q_slices = [], [], [], [], []
     start = 0
-    for layer, x, cond, want_q in zip(layers, hidden, conds, queried, strict=True):
+    for layer, x, cond, want_q, fw in zip(layers, hidden, conds, queried, fused, strict=True):
         h, gate = layer.input_layernorm(x, cond)
         attn = layer.self_attn
-        ks.append(attn.heads(attn.k_proj, h))
-        vs.append(attn.heads(attn.v_proj, h))
+        if fw is not None and want_q:
+            q, k, v = attn.qkv_fused(h, fw[0])
+            ks.append(k)
+            vs.append(v)
+        else:
+            ks.append(attn.heads(attn.k_proj, h))
+            vs.append(attn.heads(attn.v_proj, h))
+            q = attn.heads(attn.q_proj, h) if want_q else None
         if want_q:
-            qs.append(attn.heads(attn.q_proj, h))
+            qs.append(q)
             q_slices.append(slice(start, start + x.shape[1]))
         normed_gates.append(gate)
         start += x.shape[1]
@@ -106,7 +118,9 @@ def _layer(
         offset += n
         x = gated_residual(x, y.to(x.dtype), normed_gates[i])
         h, gate = layer.post_attention_layernorm(x, cond)
-        out[i] = gated_residual(x, layer.mlp(h).to(x.dtype), gate)
+        fw = fused[i]
+        m = layer.mlp(h) if fw is None else mlp_fused(layer.mlp, h, fw[1])
+        out[i] = gated_residual(x, m.to(x.dtype), gate)
     return out, k, v
 
 
@@ -147,6 +161,7 @@ def joint_forward(
         queried = [s.output or not last for s in streams]
         rows = _query_rows(additive, lengths, queried)
         layers = [s.stack.layers[i] for s in streams]
+        fused = [s.fused[i] if s.fused is not None else None for s in streams]
         past = cache[i] if cache is not None else None
         if gradient_checkpointing and torch.is_grad_enabled():
             new, k, v = checkpoint(
@@ -159,10 +174,13 @@ def joint_forward(
                 rope,
                 past,
                 attention_impl,
+                fused,
                 use_reentrant=False,
             )
         else:
-            new, k, v = _layer(layers, hidden, conds, queried, rows, rope, past, attention_impl)
+            new, k, v = _layer(
+                layers, hidden, conds, queried, rows, rope, past, attention_impl, fused
+            )
         if build_cache:
             built.append((k, v))
         hidden = [n if n is not None else h for n, h in zip(new, hidden, strict=True)]

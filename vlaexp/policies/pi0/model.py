@@ -33,7 +33,7 @@ from vlaexp.policies.pi0.flow import (
     sample_time,
     time_embedding,
 )
-from vlaexp.policies.pi0.gemma import GemmaStack
+from vlaexp.policies.pi0.gemma import FusedWeights, GemmaStack, fused_weights
 from vlaexp.policies.pi0.joint import KVCache, Stream, check_compatible, joint_forward
 from vlaexp.policies.pi0.vision import build_vision_tower
 
@@ -188,6 +188,17 @@ class Pi0Model(nn.Module):
         assert cache is not None
         return cache
 
+    def encode_prefix(
+        self,
+        images: list[torch.Tensor],
+        image_masks: list[torch.Tensor],
+        tokens: torch.Tensor,
+        token_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, KVCache]:
+        """A chunk's prefix pass: (the prefix's pad mask bool[B, P], its KV cache)."""
+        prefix = self.embed_prefix(images, image_masks, tokens, token_mask)
+        return prefix[1], self.prefix_cache(prefix)
+
     def denoise_step(
         self,
         state: torch.Tensor | None,
@@ -195,15 +206,17 @@ class Pi0Model(nn.Module):
         cache: KVCache,
         x_t: torch.Tensor,
         t: torch.Tensor,
+        fused: list[FusedWeights] | None = None,
     ) -> torch.Tensor:
-        """Velocity float[B, C, 32] at noisy actions ``x_t`` and times ``t`` float[B]."""
+        """Velocity float[B, C, 32] at noisy actions ``x_t`` and times ``t`` float[B];
+        ``fused``: the expert's stacked projections (:func:`fused_weights`), or None."""
         suffix, suffix_pad, suffix_blocks, cond = self.embed_suffix(state, x_t, t)
         b, s = suffix_pad.shape
         to_prefix = prefix_pad[:, None, :].expand(b, s, prefix_pad.shape[1])
         mask = torch.cat([to_prefix, attention_mask_2d(suffix_pad, suffix_blocks)], dim=2)
         positions = positions_from_pad(suffix_pad, offset=prefix_pad.sum(dim=1))
         (out,), _ = joint_forward(
-            [Stream(self.expert, suffix, cond)],
+            [Stream(self.expert, suffix, cond, fused=fused)],
             mask,
             positions,
             cache=cache,
@@ -227,24 +240,33 @@ class Pi0Model(nn.Module):
         if noise is None:
             shape = (b, self.cfg.chunk_size, self.cfg.max_action_dim)
             noise = torch.randn(shape, device=tokens.device, dtype=torch.float32)
-        prefix = self.embed_prefix(images, image_masks, tokens, token_mask)
-        cache = self.prefix_cache(prefix)
+        prefix_pad, cache = self.encode_prefix(images, image_masks, tokens, token_mask)
+        # stacked once per chunk, shared by the denoising steps
+        fused = fused_weights(self.expert)
         times, dt = euler_times(num_steps or self.cfg.num_inference_steps)
         x_t = noise
         for time in times:
             t = torch.full((b,), time, dtype=torch.float32, device=tokens.device)
-            x_t = x_t + dt * self.denoise_step(state, prefix[1], cache, x_t, t)
+            x_t = x_t + dt * self.denoise_step(state, prefix_pad, cache, x_t, t, fused)
         return x_t
 
 
-def compile_sampling(model: Pi0Model) -> None:
-    """``torch.compile`` the prefix pass and the denoising step in place (each once, not
-    the unrolled loop, so compiling takes seconds to a minute); the compiled kernels can be
-    captured by :class:`CudaGraphSampler`."""
+def compile_sampling(model: Pi0Model, mode: str | None = None) -> None:
+    """``torch.compile`` the prefix pass (images, text, VLM cache) and the denoising step in
+    place (each once, not the unrolled loop, so compiling takes seconds to a minute); the
+    compiled kernels can be captured by :class:`CudaGraphSampler`. ``mode``: torch.compile's
+    (``max-autotune-no-cudagraphs`` searches GEMM kernels for the small shapes, minutes)."""
     if not getattr(model, "_sampling_compiled", False):
-        model.prefix_cache = torch.compile(model.prefix_cache)
-        model.denoise_step = torch.compile(model.denoise_step)
+        model.encode_prefix = torch.compile(model.encode_prefix, mode=mode)
+        model.denoise_step = torch.compile(model.denoise_step, mode=mode)
         model._sampling_compiled = True
+
+
+def uncompile_sampling(model: Pi0Model) -> None:
+    """Undo :func:`compile_sampling`."""
+    for name in ("encode_prefix", "denoise_step"):
+        model.__dict__.pop(name, None)
+    model._sampling_compiled = False
 
 
 def _shapes(inputs: tuple) -> list:
