@@ -207,6 +207,18 @@ def test_preloaded_dataset_serves_the_same_samples(tiny_dataset: Path) -> None:
             else:
                 assert a[k] == b[k]
     assert loaded.train_dataloader().num_workers == 0
+    # batches are gathered whole (one op per key) and equal the lazy loader's
+    lazy_batch, loaded_batch = (
+        next(iter(lazy.val_dataloader())),
+        next(iter(loaded.val_dataloader())),
+    )
+    assert lazy_batch.keys() == loaded_batch.keys()
+    for k, v in lazy_batch.items():
+        if torch.is_tensor(v):
+            assert loaded_batch[k].shape == v.shape and loaded_batch[k].dtype == v.dtype
+            torch.testing.assert_close(loaded_batch[k], v, rtol=0, atol=1e-6)
+        else:
+            assert list(loaded_batch[k]) == list(v)
 
 
 def test_ema_weights_are_what_checkpoints_save(tiny_overrides: list[str], tmp_path: Path) -> None:

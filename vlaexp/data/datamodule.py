@@ -134,6 +134,26 @@ class PreloadedDataset(Dataset):
             for k, v in self.data.items()
         }
 
+    def __getitems__(self, indices: list[int]) -> dict[str, Any]:
+        """A whole batch by one gather per key (the DataLoader's batched fetch): a few tensor
+        ops per batch instead of per sample, which matters when other processes share the
+        CPU. Returned already collated (see :func:`collate_preloaded`)."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        out: dict[str, Any] = {}
+        for k, v in self.data.items():
+            if not torch.is_tensor(v):
+                out[k] = [v[i] for i in indices]
+            elif k.startswith("observation.images."):
+                out[k] = v[idx].float().div_(127.5).sub_(1.0)
+            else:
+                out[k] = v[idx]
+        return out
+
+
+def collate_preloaded(batch: dict[str, Any]) -> dict[str, Any]:
+    """The collate function of :class:`PreloadedDataset` loaders: its batches come collated."""
+    return batch
+
 
 class LeRobotDataModule(pl.LightningDataModule):
     """Train/val/test DataLoaders over one LeRobotDataset, split by episode.
@@ -262,6 +282,7 @@ class LeRobotDataModule(pl.LightningDataModule):
             batch_size=self.batch_size,
             shuffle=shuffle,
             num_workers=workers,
+            collate_fn=collate_preloaded if preloaded else None,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=workers > 0,
             drop_last=shuffle and len(self.datasets[name]) > self.batch_size,
