@@ -196,3 +196,34 @@ def test_expert_success_rate_on_all_eval_seeds(suite):
         wins = [run_episode(env, expert, seed)["success"] for seed in s.eval_seeds(task_id)]
         env.close()
         assert np.mean(wins) >= 0.95, (suite, task_id, np.mean(wins))
+
+
+@pytest.mark.parametrize("task_id", [0, 1])
+def test_recorded_actions_replayed_open_loop_succeed(task_id):
+    """What a policy imitates is the recorded action sequence alone (no privileged state): replayed
+    from the same seed it must solve the task, and a perturbed replay must not always do so (the
+    predicate is not met by any motion near the plate)."""
+    s = make_suite("spatial")
+    env = s.make_env(task_id, render=False)
+    expert = s.make_expert(env)
+    seed = s.train_seeds(task_id, 1)[0]
+    obs = env.reset(seed)
+    expert.reset()
+    actions = []
+    while not env.is_success() and len(actions) < s.max_steps:
+        actions.append(expert.act(obs))
+        obs = env.step(actions[-1]).obs
+    assert env.is_success()
+
+    def replay(noise: float) -> bool:
+        rng = np.random.default_rng(0)
+        env.reset(seed)
+        for a in actions:
+            env.step(np.clip(a + rng.normal(0.0, noise, a.shape), -1, 1).astype(np.float32))
+            if env.is_success():
+                return True
+        return False
+
+    assert replay(0.0)
+    assert not replay(0.3)
+    env.close()
