@@ -247,3 +247,31 @@ def test_ema_weights_are_what_checkpoints_save(tiny_overrides: list[str], tmp_pa
     # after training the policy holds the average, which is what `last` saved
     final = load_pretrained(run)
     torch.testing.assert_close(final.state_dict()[key], policy.state_dict()[key].cpu())
+
+
+def test_splits_serve_exactly_their_episodes_frames(tiny_dataset: Path) -> None:
+    """One dataset cut by frame ranges: each split yields every frame of its episodes once,
+    in order, and an action chunk never runs into the next episode (it is padded instead)."""
+    from vlaexp.data.datamodule import LeRobotDataModule
+
+    dm = LeRobotDataModule(
+        repo_id=None,
+        root=tiny_dataset,
+        cameras=["agentview"],
+        camera_keys={"agentview": "observation.images.agentview"},
+        chunk_size=4,
+        image_size=32,
+        num_workers=0,
+    )
+    dm.setup("fit")
+    assert 5 not in dm.splits["train"] + dm.splits["val"]  # the failed episode
+    seen = set()
+    for name, eps in dm.splits.items():
+        ds = dm.datasets[name]
+        items = [ds[i] for i in range(len(ds))]
+        pairs = [(int(x["episode_index"]), int(x["frame_index"])) for x in items]
+        assert pairs == [(e, f) for e in sorted(eps) for f in range(16)]  # 16 frames each
+        last = items[15]  # the last frame of the first episode: 3 of its 4 actions are padding
+        assert last["action_is_pad"].tolist() == [False, True, True, True]
+        seen |= set(eps)
+    assert seen | {5} == set(range(6))  # every episode but the failed one is served somewhere

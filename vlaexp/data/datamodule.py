@@ -14,7 +14,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from vlaexp.data.episodes import episode_success, split_episodes
 from vlaexp.data.transforms import prepare_images
@@ -245,8 +245,18 @@ class LeRobotDataModule(pl.LightningDataModule):
         dataset_cls, _ = _lerobot()
         episodes = list(range(self.meta.total_episodes))
         self.splits = split_episodes(episodes, self.split, self.split_seed)
+        # One LeRobotDataset over every episode, cut into splits by frame ranges. Opening one
+        # per split (its `episodes` argument) makes LeRobot 0.4.4 build an index map by
+        # iterating a column through the torch transform, which decodes every image of the
+        # split: 17 s for 5k frames on an idle GPU machine, minutes beside another job.
+        full = dataset_cls(
+            self.meta.repo_id,
+            root=self.meta.root,
+            delta_timestamps={self.action_key: [i / self.fps for i in range(self.chunk_size)]},
+            video_backend=self.video_backend,
+        )
         if self.train_success_only:
-            success = episode_success(self.meta.root, self._full_dataset(dataset_cls).hf_dataset)
+            success = episode_success(self.meta.root, full.hf_dataset)
             if success is not None:
                 for name in ("train", "val"):
                     self.splits[name] = [e for e in self.splits[name] if success.get(e, False)]
@@ -254,25 +264,22 @@ class LeRobotDataModule(pl.LightningDataModule):
             raise VlaexpError(
                 f"No training episodes in {self.meta.root} after the split/success filter"
             )
-        delta = {self.action_key: [i / self.fps for i in range(self.chunk_size)]}
         for name, eps in self.splits.items():
             if eps:
-                ds = dataset_cls(
-                    self.meta.repo_id,
-                    root=self.meta.root,
-                    episodes=eps,
-                    delta_timestamps=delta,
-                    video_backend=self.video_backend,
-                )
+                frames = Subset(full, self._frame_indices(eps))
                 self.datasets[name] = PolicyDataset(
-                    ds, self.camera_keys, self.image_size, self.state_key, self.action_key
+                    frames, self.camera_keys, self.image_size, self.state_key, self.action_key
                 )
                 if self.preload and name != "test":  # training reads train and val only
                     self.datasets[name] = PreloadedDataset(self.datasets[name], self.num_workers)
         log.info("Episodes: %s", {k: len(v) for k, v in self.splits.items()})
 
-    def _full_dataset(self, dataset_cls: Any) -> Any:
-        return dataset_cls(self.meta.repo_id, root=self.meta.root, video_backend=self.video_backend)
+    def _frame_indices(self, episodes: list[int]) -> list[int]:
+        """Dataset indices of the frames of ``episodes``, in episode order."""
+        table = self.meta.episodes
+        start = dict(zip(table["episode_index"], table["dataset_from_index"], strict=True))
+        stop = dict(zip(table["episode_index"], table["dataset_to_index"], strict=True))
+        return [i for e in sorted(episodes) for i in range(int(start[e]), int(stop[e]))]
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         preloaded = isinstance(self.datasets[name], PreloadedDataset)
