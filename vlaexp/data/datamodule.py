@@ -248,7 +248,7 @@ class LeRobotDataModule(pl.LightningDataModule):
         # One LeRobotDataset over every episode, cut into splits by frame ranges. Opening one
         # per split (its `episodes` argument) makes LeRobot 0.4.4 build an index map by
         # iterating a column through the torch transform, which decodes every image of the
-        # split: 17 s for 5k frames on an idle GPU machine, minutes beside another job.
+        # split: seconds for 5k frames on an idle machine, ~4 minutes beside another job.
         full = dataset_cls(
             self.meta.repo_id,
             root=self.meta.root,
