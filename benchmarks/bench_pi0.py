@@ -235,9 +235,23 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=5, help="timed training steps")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--chunks", type=int, default=20, help="timed chunk predictions")
-    parser.add_argument("--train-modes", nargs="*", default=["eager", "compiled"])
     parser.add_argument(
-        "--infer-modes", nargs="*", default=["eager", "cuda_graphs", "compiled_cuda_graphs"]
+        "--train-modes",
+        nargs="*",
+        default=["eager", "compiled"],
+        choices=["eager", "compiled", "compiled_budget"],
+    )
+    parser.add_argument(
+        "--infer-modes",
+        nargs="*",
+        default=["eager", "cuda_graphs", "compiled_cuda_graphs"],
+        choices=[
+            f"{kind}{graph}"
+            for kind in ("eager", "compiled", "autotuned")
+            for graph in ("", "_cuda_graphs")
+            if f"{kind}{graph}" != "eager_cuda_graphs"
+        ]
+        + ["cuda_graphs"],
     )
     parser.add_argument("--grad-ckpt", action="store_true")
     parser.add_argument(
@@ -289,6 +303,15 @@ def main() -> int:
     return 0
 
 
+def _rows(results: dict, n_cols: int, cells) -> list[str]:
+    """Markdown rows, one per mode: its cells, or the error a failed mode recorded."""
+    rows = []
+    for mode, r in results.items():
+        values = [f"failed: {r['error'][:200]}"] + [""] * (n_cols - 1) if "error" in r else cells(r)
+        rows.append(f"| {mode} | " + " | ".join(values) + " |")
+    return rows
+
+
 def report(args, policy: Pi0Policy, device, n_params: int, train: dict, infer: dict) -> None:
     """Write the results so far (JSON + Markdown)."""
     flops = train.get("eager", {}).get("tflop_per_step")
@@ -311,27 +334,33 @@ def report(args, policy: Pi0Policy, device, n_params: int, train: dict, infer: d
         "| training | step s (median) | samples/s | TFLOP/step | TFLOP/s | MFU (of 989) | peak GB |",
         "|---|---|---|---|---|---|---|",
     ]
-    for mode, r in train.items():
-        if "error" in r:
-            table.append(f"| {mode} | failed: {r['error'][:200]} | | | | | |")
-            continue
-        table.append(
-            f"| {mode} | {r['step_s_median']:.3f} | {r['samples_per_s']:.1f} | "
-            f"{flops or float('nan'):.0f} | {r.get('tflop_s', float('nan')):.0f} | "
-            f"{100 * r.get('mfu', float('nan')):.0f}% | {r.get('peak_mem_gb', float('nan')):.1f} |"
-        )
+    nan = float("nan")
+    table += _rows(
+        train,
+        6,
+        lambda r: [
+            f"{r['step_s_median']:.3f}",
+            f"{r['samples_per_s']:.1f}",
+            f"{flops or nan:.0f}",
+            f"{r.get('tflop_s', nan):.0f}",
+            f"{100 * r.get('mfu', nan):.0f}%",
+            f"{r.get('peak_mem_gb', nan):.1f}",
+        ],
+    )
     table += [
         "",
         f"| one chunk (batch 1, {policy.config.num_inference_steps} steps) | ms median | ms min | max abs diff vs eager |",
         "|---|---|---|---|",
     ]
-    for mode, r in infer.items():
-        if "error" in r:
-            table.append(f"| {mode} | failed: {r['error'][:200]} | | |")
-            continue
-        table.append(
-            f"| {mode} | {r['ms_median']:.1f} | {r['ms_min']:.1f} | {r['max_abs_diff_vs_eager']:.2e} |"
-        )
+    table += _rows(
+        infer,
+        3,
+        lambda r: [
+            f"{r['ms_median']:.1f}",
+            f"{r['ms_min']:.1f}",
+            f"{r['max_abs_diff_vs_eager']:.2e}",
+        ],
+    )
     write(
         args.name or f"pi0_speed_{args.variant}{'_tiny' if args.tiny else ''}",
         {"settings": settings, "params": n_params, "train": train, "infer": infer},
