@@ -15,6 +15,7 @@ class RunContext:
     run_dir: Path
     artifacts: dict[str, Path] = field(default_factory=dict)  # e.g. "dataset", "policy"
     metrics: dict[str, float] = field(default_factory=dict)  # flat, wandb-style names
+    objects: dict[str, Any] = field(default_factory=dict)  # built once, shared by stages
     _loggers: list[Any] | None = None
 
     @property

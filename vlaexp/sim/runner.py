@@ -21,6 +21,16 @@ from vlaexp.sim.rollout import Episode
 from vlaexp.sim.workers import LocalWorker, ProcessWorker, SuiteSpec
 
 
+class StepMonitor(Protocol):
+    """Watches a run: ``on_step`` sees what the policy is about to act on (running episodes
+    only, by their episode index), ``on_episode_end`` gets each finished episode's row."""
+
+    def on_step(
+        self, episode_ixs: list[int], observations: list[dict[str, Any]], instructions: list[str]
+    ) -> None: ...
+    def on_episode_end(self, row: dict[str, Any]) -> None: ...
+
+
 class SimPolicy(Protocol):
     def reset(self) -> None: ...
     def act_batch(
@@ -51,6 +61,7 @@ class SimRunner:
         n_envs: env processes stepping in parallel (1 = in this process).
         keep_episodes: keep every episode (observations included) in ``self.episodes``,
             e.g. to record policy rollouts as a dataset.
+        monitor: optional :class:`StepMonitor` (e.g. runtime RND uncertainty scoring).
     """
 
     def __init__(
@@ -63,6 +74,7 @@ class SimRunner:
         max_steps: int | None = None,
         n_envs: int = 1,
         keep_episodes: bool = False,
+        monitor: StepMonitor | None = None,
     ) -> None:
         self.spec = spec
         self.suite = spec.build()  # metadata only; simulators are built by the workers
@@ -80,6 +92,7 @@ class SimRunner:
         self.max_steps = max_steps
         self.n_envs = n_envs
         self.keep_episodes = keep_episodes
+        self.monitor = monitor
         self.episodes: list[Episode] = []
 
     def _jobs(self) -> list[tuple[int, int]]:
@@ -104,6 +117,8 @@ class SimRunner:
                 episodes = self._run_batch(workers[: len(batch)], batch, policy, expert, first)
                 for ix, (ep, mode, seconds) in enumerate(episodes, start=first):
                     rows.append(self._row(ix, ep, mode, seconds))
+                    if self.monitor is not None:
+                        self.monitor.on_episode_end(rows[-1])
                     if ix < self.n_videos:
                         name = f"eval_episode_{ix:03d}_task{ep.task_id}.mp4"
                         videos.append(
@@ -143,6 +158,12 @@ class SimRunner:
         if not expert:
             policy.reset()  # a stale action queue from the last episode ruins the next
         while active:
+            if self.monitor is not None:
+                self.monitor.on_step(
+                    [first + i for i in active],
+                    [obs[i] for i in active],
+                    [instructions[i] for i in active],
+                )
             actions = (
                 None
                 if expert

@@ -7,8 +7,8 @@ from typing import Any
 
 import lightning.pytorch as pl
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor
-from omegaconf import DictConfig
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
 
 from vlaexp.training.checkpoint import LeRobotCheckpointIO, StepCheckpoint
 
@@ -19,11 +19,31 @@ def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
 
 
 def build_trainer(
-    cfg: DictConfig, loggers: Sequence[Any] = (), extra_callbacks: Sequence[pl.Callback] = ()
+    cfg: DictConfig,
+    loggers: Sequence[Any] = (),
+    extra_callbacks: Sequence[pl.Callback] = (),
+    overrides: dict[str, Any] | None = None,
+    policy: bool = True,
 ) -> pl.Trainer:
     """``lightning.Trainer`` from ``cfg.trainer`` with vlaexp's callbacks, loggers and
     LeRobot-layout checkpoint plugin. Lightning's own ModelCheckpoint is off: checkpoints
-    come from the ``step_checkpoint`` callback."""
+    come from the ``step_checkpoint`` callback.
+
+    ``policy=False`` builds the same Trainer for a module that is not a policy (an RND, a
+    tokenizer): ``overrides`` replace trainer settings, the ``callbacks`` group and the
+    LeRobot checkpoint layout are left out, and a ModelCheckpoint in ``extra_callbacks``
+    writes Lightning's own checkpoints."""
+    trainer_cfg = OmegaConf.merge(cfg.trainer, overrides) if overrides else cfg.trainer
+    if not policy:
+        callbacks = list(extra_callbacks)
+        return instantiate(
+            trainer_cfg,
+            callbacks=callbacks,
+            logger=list(loggers) if loggers else False,
+            enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+            default_root_dir=cfg.paths.output_dir,
+            _convert_="object",
+        )
     callbacks = [*build_callbacks(cfg), *extra_callbacks]
     # Checkpoints run after every other callback's per-step work (e.g. an EMA update), as
     # Lightning orders its own Checkpoint callbacks (ours is a plain Callback: see checkpoint.py).
@@ -31,7 +51,7 @@ def build_trainer(
     if not loggers:  # LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     return instantiate(
-        cfg.trainer,
+        trainer_cfg,
         callbacks=callbacks,
         logger=list(loggers) if loggers else False,
         plugins=[LeRobotCheckpointIO()],

@@ -235,6 +235,20 @@ class Pi0Policy(VLAPolicy):
                 actions = self.model.sample_actions(*inputs)
         return self.normalizer.unnormalize(ACTION, actions[..., : self.config.action_dim].float())
 
+    @torch.no_grad()
+    def vision_tokens(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The image tokens the prefix starts with (vision tower + projector), per camera in
+        the batch: ``{camera: float32[B, tokens, vlm width]}``. This is the tap that RND
+        uncertainty reads: the policy's own view of the scene, prepared as for acting."""
+        images, masks = self._images(batch)
+        with self.autocast():
+            feats = self.model.embed_images(images)
+        return {
+            cam: f.float()
+            for cam, f, m in zip(self.config.cameras, feats, masks, strict=True)
+            if bool(m.all())
+        }
+
     def pretrained_assets(self) -> dict[str, bytes]:
         """The tokenizer travels with the weights: evaluation never needs the hub."""
         with tempfile.TemporaryDirectory() as tmp:
