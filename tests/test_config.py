@@ -20,6 +20,12 @@ EXPERIMENTS = sorted(
 )
 
 
+# Experiments on full-size published weights (hub only) are checked with their tiny twin.
+TINY_TWIN = {
+    "rnd_spatial_agentview": ["policy=pi05_tiny", "policy.pretrained=null", "trainer=cpu"],
+}
+
+
 def _resolved(overrides: list[str], tmp_path: Path):
     return resolved_run_config(overrides, tmp_path / "run", cwd=tmp_path)
 
@@ -33,7 +39,8 @@ def test_experiment_files_are_found() -> None:
 def test_experiment_builds_policy_datamodule_trainer(
     experiment: str, tiny_data: list[str], tmp_path: Path
 ) -> None:
-    cfg = _resolved([f"+experiment={experiment}", "debug=fdr", *tiny_data, "logger=csv"], tmp_path)
+    overrides = [f"+experiment={experiment}", *TINY_TWIN.get(experiment, [])]
+    cfg = _resolved([*overrides, "debug=fdr", *tiny_data, "logger=csv"], tmp_path)
     assert cfg.name == experiment and cfg.debug_mode == "fdr"
     from vlaexp.data.datamodule import datamodule_from_config
     from vlaexp.policies.factory import make_policy

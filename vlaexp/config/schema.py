@@ -14,6 +14,7 @@ from omegaconf import MISSING
 from vlaexp.config.data import DataConfig, EvalConfig
 from vlaexp.config.sim import CameraConfig
 from vlaexp.config.training import PathsConfig, TrainerConfig
+from vlaexp.config.uncertainty import RNDConfig
 
 
 @dataclass
@@ -36,3 +37,4 @@ class VlaexpConfig:
     callbacks: dict[str, Any] = field(default_factory=dict)
     paths: PathsConfig = MISSING
     eval: EvalConfig = field(default_factory=EvalConfig)
+    rnd: RNDConfig = field(default_factory=RNDConfig)  # uncertainty stages (rnd_*)

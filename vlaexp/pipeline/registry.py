@@ -22,6 +22,12 @@ STAGES: dict[str, str] = {
     "train": "vlaexp.pipeline.train:train_stage",
     "eval": "vlaexp.pipeline.evaluate:eval_stage",
     "report": "vlaexp.pipeline.report:report_stage",
+    "rnd_collect": "vlaexp.uncertainty.stages:collect_stage",
+    "rnd_train": "vlaexp.uncertainty.stages:train_stage",
+    "rnd_score": "vlaexp.uncertainty.stages:score_stage",
+    "rnd_score_dataset": "vlaexp.uncertainty.stages:score_dataset_stage",
+    "rnd_detect": "vlaexp.uncertainty.stages:detect_stage",
+    "rnd_visualize": "vlaexp.uncertainty.stages:visualize_stage",
 }
 
 

@@ -82,23 +82,26 @@ class RND(nn.Module):
 
 class RNDModule(pl.LightningModule):
     """One RND trained on the shared Trainer: batches are float[B, d] tokens (any float
-    dtype; the stores hold fp16), the loss is their mean score."""
+    dtype; the stores hold fp16), the loss is their mean score, logged as
+    ``rnd/<camera>/train_loss`` and ``rnd/<camera>/val_loss`` (``rnd/...`` without a camera)."""
 
     def __init__(self, in_dim: int, lr: float = 1e-4, camera: str = "", task_type: str = ""):
         super().__init__()
         self.save_hyperparameters()
         self.rnd = RND(in_dim)
+        self.prefix = f"rnd/{camera}" if camera else "rnd"
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.rnd(tokens)
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         loss = self.rnd(batch).mean()
-        self.log("rnd/train_loss", loss, prog_bar=True, batch_size=batch.shape[0])
+        self.log(f"{self.prefix}/train_loss", loss, prog_bar=True, batch_size=batch.shape[0])
         return loss
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        self.log("rnd/val_loss", self.rnd(batch).mean(), prog_bar=True, batch_size=batch.shape[0])
+        loss = self.rnd(batch).mean()
+        self.log(f"{self.prefix}/val_loss", loss, prog_bar=True, batch_size=batch.shape[0])
 
     def configure_optimizers(self) -> Any:
         return torch.optim.Adam(self.rnd.predictor.parameters(), lr=self.hparams.lr)

@@ -92,6 +92,24 @@ class TokenStore(Dataset):
         s = int(np.searchsorted(self.offsets, i, side="right") - 1)
         return torch.from_numpy(np.array(self.shards[s][i - self.offsets[s]], dtype=np.float32))
 
+    def gather(self, indices: list[int]) -> torch.Tensor:
+        """A whole batch float32[len(indices), d] in one read per shard (training reads
+        batches through this, see ``vlaexp.uncertainty.train``; not ``__getitems__``, so that
+        a plain ``Subset`` with the default collate still works per token)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"token index out of range 0..{len(self) - 1}")
+        shard = np.searchsorted(self.offsets, idx, side="right") - 1
+        out = np.empty((len(idx), self.dim), dtype=np.float32)
+        for s in np.unique(shard):
+            rows = shard == s
+            local = idx[rows] - self.offsets[s]
+            order = np.argsort(local)  # memmaps read sorted rows fastest
+            got = np.empty((len(local), self.dim), dtype=np.float32)
+            got[order] = self.shards[s][local[order]]
+            out[rows] = got
+        return torch.from_numpy(out)
+
     def split(self, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
         """(train, held-out) token indices, a seeded shuffle (held-out at least one token)."""
         if not 0.0 < val_fraction < 1.0:

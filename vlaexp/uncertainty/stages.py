@@ -1,0 +1,554 @@
+"""The RND uncertainty stages: ``rnd_collect``, ``rnd_train``, ``rnd_score``, ``rnd_detect``,
+``rnd_visualize``.
+
+Each stage runs alone: the expensive outputs (token stores, trained RNDs) are content-addressed
+artifacts in the cache (:func:`vlaexp.pipeline.cache.cached_artifact`), so a stage whose
+inputs are missing from this run builds them, or finds them built by an earlier run with
+the same inputs. Scores and reports go to the run dir (``uncertainty/``), or are read from
+``rnd.scores_dir`` when it is set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+import vlaexp
+from vlaexp.errors import ConfigError, VlaexpError
+from vlaexp.pipeline.cache import cached_artifact
+from vlaexp.pipeline.context import RunContext
+
+log = logging.getLogger(__name__)
+
+TOKENS_FORMAT = 1  # bump when what a token store holds changes: old caches are rebuilt
+SCORES_DIR = "uncertainty"
+_LIBERO_TYPES = {
+    "libero_spatial": "spatial",
+    "libero_object": "object",
+    "libero_goal": "goal",
+    "libero_10": "long",
+    "libero_90": "long",
+}
+
+
+# ----------------------------------------------------------------------------- inputs
+def task_type(cfg: Any) -> str:
+    """``rnd.task_type``, else the suite's type (tabletop ``task_type``, LIBERO suite name)."""
+    if cfg.rnd.task_type:
+        return str(cfg.rnd.task_type)
+    suite = cfg.task_suite
+    if suite.get("task_type"):
+        return str(suite.task_type)
+    name = str(suite.get("suite") or suite.name)
+    return _LIBERO_TYPES.get(name, name)
+
+
+def rnd_cameras(cfg: Any, policy: Any) -> list[str]:
+    cams = list(cfg.rnd.cameras) if cfg.rnd.cameras else list(policy.config.cameras)
+    unknown = sorted(set(cams) - set(policy.config.cameras))
+    if unknown:
+        raise ConfigError(
+            f"rnd.cameras {unknown} are not cameras of the policy {list(policy.config.cameras)}"
+        )
+    return cams
+
+
+def policy_source(ctx: RunContext) -> tuple[str, dict[str, Any]]:
+    """Where the policy comes from and an identity of its weights for cache keys."""
+    cfg = ctx.cfg
+    path = ctx.artifacts.get("policy") or cfg.policy.get("path")
+    if path:
+        from vlaexp.training.pretrained import resolve_pretrained
+
+        directory = resolve_pretrained(path, "policy.path")
+        weights = directory / "model.safetensors"
+        stat = weights.stat()
+        # size and mtime identify a checkpoint file without hashing gigabytes of weights
+        return "path", {"path": str(directory), "size": stat.st_size, "mtime": stat.st_mtime_ns}
+    if cfg.policy.get("pretrained"):
+        return "pretrained", {"pretrained": str(cfg.policy.pretrained)}
+    raise ConfigError(
+        "The RND stages read a trained policy's vision tokens: run `train` first (add it to "
+        "`stages`), or set policy.path to a pretrained_model dir / run dir, or policy.pretrained "
+        "to published weights (e.g. lerobot/pi05_libero_finetuned)"
+    )
+
+
+def load_policy(ctx: RunContext) -> Any:
+    """The run's policy on the fastest device, in eval mode; cached in the context."""
+    if "rnd_policy" in ctx.objects:
+        return ctx.objects["rnd_policy"]
+    from vlaexp.policies.factory import load_pretrained, make_policy
+
+    kind, ident = policy_source(ctx)
+    policy = (
+        load_pretrained(ident["path"], setting="policy.path")
+        if kind == "path"
+        else make_policy(ctx.cfg.policy)
+    )
+    if not hasattr(policy, "vision_tokens"):
+        raise ConfigError(
+            f"policy type '{policy.config.type}' has no vision tokens to score: RND needs a "
+            "Pi0 / Pi0.5 policy"
+        )
+    policy.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    ctx.objects["rnd_policy"] = policy
+    return policy
+
+
+def dataset_source(ctx: RunContext) -> tuple[str | None, Path | None]:
+    cfg = ctx.cfg
+    if cfg.data.source == "collect":
+        root = ctx.artifacts.get("dataset")
+        if root is None:
+            raise ConfigError(
+                "rnd_collect reads the demonstrations of data.source=collect: add `collect` to "
+                "`stages` before it, or use data=lerobot with data.root / data.repo_id"
+            )
+        return None, Path(root)
+    return cfg.data.repo_id, (Path(cfg.data.root) if cfg.data.root else None)
+
+
+# ----------------------------------------------------------------------------- collect
+def collect_stage(ctx: RunContext) -> None:
+    """Vision tokens of every frame of the successful demonstrations, ``tokens_per_frame``
+    sampled per camera (seeded), in one memory-mapped store per camera."""
+    ctx.artifacts["rnd_tokens"] = token_stores(ctx)
+
+
+def token_stores(ctx: RunContext) -> Path:
+    cfg = ctx.cfg
+    _, ident = policy_source(ctx)
+    repo_id, root = dataset_source(ctx)
+    spec = {
+        "format": TOKENS_FORMAT,
+        "vlaexp": vlaexp.__version__,
+        "policy": ident,
+        "dataset": {"repo_id": repo_id, "root": str(root) if root else None},
+        "camera_keys": OmegaConf.to_container(cfg.data.camera_keys, resolve=True),
+        "cameras": list(cfg.rnd.cameras) if cfg.rnd.cameras else None,
+        "tokens_per_frame": cfg.rnd.tokens_per_frame,
+        "seed": cfg.rnd.seed,
+        "task_type": task_type(cfg),
+    }
+
+    def build(tmp: Path) -> dict[str, Any]:
+        from vlaexp.uncertainty.collect import collect_demo_tokens
+
+        policy = load_policy(ctx)
+        return collect_demo_tokens(
+            policy,
+            tmp / task_type(cfg),
+            repo_id=repo_id,
+            root=root,
+            camera_keys=dict(cfg.data.camera_keys),
+            cameras=rnd_cameras(cfg, policy),
+            tokens_per_frame=cfg.rnd.tokens_per_frame,
+            seed=cfg.rnd.seed,
+            batch_frames=cfg.rnd.batch_frames,
+            video_backend=cfg.data.video_backend,
+        )
+
+    out = cached_artifact(cfg.paths.cache_dir, "rnd_tokens", spec, build, label=task_type(cfg))
+    summary = json.loads((out / task_type(cfg) / "summary.json").read_text())
+    ctx.metrics["rnd/tokens_frames"] = float(summary["frames"])
+    return out / task_type(cfg)
+
+
+# ----------------------------------------------------------------------------- train
+def train_stage(ctx: RunContext) -> None:
+    """One RND per camera on the shared Trainer (early stopping on held-out tokens)."""
+    ctx.artifacts["rnd_models"] = trained_models(ctx)
+
+
+def trained_models(ctx: RunContext) -> Path:
+    from vlaexp.uncertainty.collect import read_summary
+
+    cfg = ctx.cfg
+    stores = Path(ctx.artifacts.get("rnd_tokens") or token_stores(ctx))
+    summary = read_summary(stores)
+    train_cfg = OmegaConf.to_container(cfg.rnd.train, resolve=True)
+    spec = {"tokens": str(stores.resolve()), "train": train_cfg, "seed": cfg.rnd.seed}
+
+    def build(tmp: Path) -> dict[str, Any]:
+        from vlaexp.uncertainty.train import train_rnd
+
+        results = {}
+        for cam in summary["cameras"]:
+            results[cam] = train_rnd(
+                stores / cam,
+                tmp / cam,
+                cfg,
+                loggers=ctx.loggers,
+                camera=cam,
+                task_type=summary["task_type"],
+            )
+        (tmp / "models.json").write_text(json.dumps(results, indent=1))
+        return results
+
+    out = cached_artifact(
+        cfg.paths.cache_dir, "rnd_models", spec, build, label=summary["task_type"]
+    )
+    results = json.loads((out / "models.json").read_text())
+    for cam, r in results.items():
+        ctx.metrics[f"rnd/{cam}/val_loss"] = float(r["val_loss"])
+    return out
+
+
+def load_models(models_dir: Path, device: torch.device | str) -> dict[str, Any]:
+    from vlaexp.uncertainty.train import MODEL_FILE, load_rnd
+
+    results = json.loads((Path(models_dir) / "models.json").read_text())
+    return {cam: load_rnd(Path(models_dir) / cam / MODEL_FILE, device) for cam in results}
+
+
+# ----------------------------------------------------------------------------- score
+def scores_dir(ctx: RunContext) -> Path:
+    return Path(ctx.cfg.rnd.scores_dir) if ctx.cfg.rnd.scores_dir else ctx.run_dir / SCORES_DIR
+
+
+def split_by_seed(n_per_task: int, fractions: list[float]) -> list[str]:
+    """Split names of a task's episodes in seed order: calib, then val, then test."""
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise ConfigError(f"rnd.score.split must be 3 fractions summing to 1, got {fractions}")
+    n_cal = round(n_per_task * fractions[0])
+    n_val = round(n_per_task * fractions[1])
+    return ["calib"] * n_cal + ["val"] * n_val + ["test"] * (n_per_task - n_cal - n_val)
+
+
+def score_stage(ctx: RunContext) -> None:
+    """Roll the policy out on the suite's eval seeds and score every step with the RNDs.
+
+    A task's episodes are split by seed order into calibration, validation and test rollouts
+    (``rnd.score.split``): thresholds are calibrated on the first, window and quantile chosen
+    on the second, and only the third is reported."""
+    from vlaexp.pipeline.evaluate import check_action_dim
+    from vlaexp.sim.runner import SimRunner
+    from vlaexp.sim.workers import SuiteSpec
+    from vlaexp.uncertainty.monitor import RNDMonitor
+
+    cfg = ctx.cfg
+    policy = load_policy(ctx)
+    check_action_dim(policy.config.action_dim)
+    models_dir = Path(ctx.artifacts.get("rnd_models") or trained_models(ctx))
+    models = load_models(models_dir, policy.device)
+    out = ctx.run_dir / SCORES_DIR
+    if cfg.rnd.scores_dir:
+        raise ConfigError(
+            "rnd.scores_dir reads scores of an earlier run; drop it to score this run's rollouts"
+        )
+    spec = SuiteSpec(
+        OmegaConf.to_container(cfg.task_suite, resolve=True), list(policy.config.cameras)
+    )
+    n = cfg.rnd.score.n_episodes
+    splits = split_by_seed(n, list(cfg.rnd.score.split))
+    runner = SimRunner(
+        spec,
+        output_dir=out,
+        n_episodes=n,
+        task_ids=cfg.rnd.score.task_ids
+        if cfg.rnd.score.task_ids is not None
+        else cfg.eval.task_ids,
+        n_videos=0,
+        max_steps=cfg.eval.max_steps,
+        n_envs=cfg.rnd.score.n_envs,
+    )
+    jobs = runner._jobs()
+    ix_of = {job: ix for ix, job in enumerate(jobs)}
+    seeds = {t: runner.suite.eval_seeds(t)[:n] for t in runner.task_ids}
+
+    def split_of(row: dict[str, Any]) -> str:
+        return splits[seeds[row["task_id"]].index(row["seed"])]
+
+    monitor = RNDMonitor(
+        policy,
+        models,
+        out,
+        runner.suite.name,
+        split_of=split_of,
+        save_maps=cfg.rnd.score.save_maps,
+        keep_frames=cfg.rnd.score.keep_frames,
+    )
+    for (task_id, seed), ix in ix_of.items():
+        if splits[seeds[task_id].index(seed)] == "test":
+            monitor.want_frames(ix, task_id)
+    runner.monitor = monitor
+    metrics = runner.run(policy)
+    ctx.log_metrics(
+        {
+            "rnd/rollout_pc_success": metrics["eval/pc_success"],
+            "rnd/score_ms_per_step": monitor.ms_per_step,
+        }
+    )
+    log.info(
+        "Scored %d rollouts (%.1f%% success) in %s, %.1f ms of RND per env step",
+        len(monitor.writer.written),
+        metrics["eval/pc_success"],
+        out,
+        monitor.ms_per_step,
+    )
+
+
+def score_dataset_stage(ctx: RunContext) -> None:
+    """Offline: score every frame of recorded episodes (``data``: any LeRobotDataset with a
+    success flag, e.g. rollouts written with ``eval.record_dataset=true``)."""
+    from vlaexp.uncertainty.collect import score_recorded_episodes
+
+    cfg = ctx.cfg
+    policy = load_policy(ctx)
+    models_dir = Path(ctx.artifacts.get("rnd_models") or trained_models(ctx))
+    models = load_models(models_dir, policy.device)
+    repo_id, root = (
+        (None, Path(ctx.artifacts["rollouts"]))
+        if "rollouts" in ctx.artifacts
+        else dataset_source(ctx)
+    )
+    written = score_recorded_episodes(
+        policy,
+        models,
+        ctx.run_dir / SCORES_DIR,
+        repo_id=repo_id,
+        root=root,
+        camera_keys=dict(cfg.data.camera_keys),
+        group=cfg.task_suite.name,
+        save_maps=cfg.rnd.score.save_maps,
+        video_backend=cfg.data.video_backend,
+    )
+    log.info("Scored %d recorded episodes into %s", len(written), ctx.run_dir / SCORES_DIR)
+
+
+def require_scores(ctx: RunContext) -> list[Path]:
+    from vlaexp.uncertainty.monitor import SCORES_GLOB
+
+    root = scores_dir(ctx)
+    files = sorted(root.glob(SCORES_GLOB))
+    if not files:
+        raise VlaexpError(
+            f"No episode uncertainty files under {root}: run `rnd_score` first, or point "
+            "rnd.scores_dir at the uncertainty/ dir of a run that scored rollouts"
+        )
+    return files
+
+
+# ----------------------------------------------------------------------------- detect
+DETECTION_FILE = "detection.json"
+
+
+def _episodes_by_split(ctx: RunContext) -> dict[str, list[dict[str, Any]]]:
+    """Scored episodes (metadata + the ``rnd.detect.score`` series) by split. Episodes scored
+    offline carry no split: each group's are then cut calib/val/test in episode order."""
+    from vlaexp.uncertainty.monitor import load_episode_scores, series
+
+    key = ctx.cfg.rnd.detect.score
+    by_group: dict[str, list[dict[str, Any]]] = {}
+    for path in require_scores(ctx):
+        data = load_episode_scores(path)
+        ep = {**data["metadata"], "scores": series(data, key), "path": str(path)}
+        by_group.setdefault(path.parent.name, []).append(ep)
+    out: dict[str, list[dict[str, Any]]] = {"calib": [], "val": [], "test": []}
+    for eps in by_group.values():
+        eps.sort(key=lambda e: e["episode_index"])
+        names = split_by_seed(len(eps), list(ctx.cfg.rnd.score.split))
+        for ep, name in zip(eps, names, strict=True):
+            out[ep["split"] or name].append(ep)
+    return out
+
+
+def detect_stage(ctx: RunContext) -> None:
+    """Conformal alarms and detection metrics: thresholds calibrated on the successful
+    calibration rollouts, window and quantile chosen on the validation rollouts, metrics
+    reported on the test rollouts only (``uncertainty/detection.json`` and ``.md``)."""
+    from vlaexp.uncertainty.detect import (
+        calibrate,
+        detection_metrics,
+        episode_auroc,
+        first_alarm,
+        select_window_and_q,
+    )
+
+    cfg = ctx.cfg
+    d = cfg.rnd.detect
+    splits = _episodes_by_split(ctx)
+    calib = [e["scores"] for e in splits["calib"] if e["success"]]
+    counts = {
+        name: {"episodes": len(eps), "successes": sum(bool(e["success"]) for e in eps)}
+        for name, eps in splits.items()
+    }
+    if not calib:
+        raise VlaexpError(
+            f"No successful calibration rollout to calibrate alarms on ({counts}): conformal "
+            "thresholds come from successful runs; score more episodes (rnd.score.n_episodes) "
+            "or a better policy"
+        )
+    for name in ("val", "test"):
+        outcomes = {bool(e["success"]) for e in splits[name]}
+        if outcomes != {True, False}:
+            raise VlaexpError(
+                f"The {name} rollouts need both successes and failures to measure detection "
+                f"({counts}); score more episodes (rnd.score.n_episodes)"
+            )
+    val = splits["val"]
+    test = splits["test"]
+    results: dict[str, Any] = {"score": d.score, "splits": counts, "kinds": {}}
+    for kind in d.kinds:
+        (window, q), table = select_window_and_q(
+            calib,
+            [e["scores"] for e in val],
+            [bool(e["success"]) for e in val],
+            list(d.windows),
+            list(d.qs),
+            kind,
+            metric=d.metric,
+        )
+        thr = calibrate(kind, calib, window, q)
+        test_scores = [e["scores"] for e in test]
+        test_success = [bool(e["success"]) for e in test]
+        metrics = detection_metrics(test_scores, test_success, thr)
+        metrics["AUROC"] = episode_auroc(test_scores, test_success, window)
+        results["kinds"][kind] = {
+            "window": window,
+            "q": q,
+            "threshold": thr.to_dict(),
+            "test": metrics,
+            "selection": table,
+            "alarms": [
+                {
+                    "episode_index": e["episode_index"],
+                    "task_id": e["task_id"],
+                    "success": bool(e["success"]),
+                    "num_steps": e["num_steps"],
+                    "alarm_step": first_alarm(e["scores"], thr),
+                }
+                for e in test
+            ],
+        }
+        ctx.log_metrics(
+            {f"rnd/{kind}/{k}": float(v) for k, v in metrics.items() if not k.startswith("n_")}
+        )
+    first = results["kinds"][d.kinds[0]]["test"]
+    ctx.log_metrics({"rnd/auroc": float(first["AUROC"])})
+    out = scores_dir(ctx)
+    (out / DETECTION_FILE).write_text(json.dumps(results, indent=1, default=_json_float))
+    (out / "detection.md").write_text(detection_markdown(results))
+    log.info("Detection on %d test rollouts: %s", len(test), out / "detection.md")
+
+
+def _json_float(x: Any) -> Any:
+    return float(x)
+
+
+def detection_markdown(results: dict[str, Any]) -> str:
+    rows = [
+        f"Score: `{results['score']}`; rollouts per split: {results['splits']}",
+        "",
+        "| threshold | window | q | TPR | TNR | accuracy | balanced acc. | detection time | TWA "
+        "| AUROC |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for kind, r in results["kinds"].items():
+        m = r["test"]
+        cells = [
+            f"{m[k]:.3f}"
+            for k in (
+                "TPR",
+                "TNR",
+                "accuracy",
+                "balanced_accuracy",
+                "detection_time",
+                "TWA",
+                "AUROC",
+            )
+        ]
+        rows.append(f"| {kind} | {r['window']} | {r['q']} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+# ----------------------------------------------------------------------------- visualize
+def visualize_stage(ctx: RunContext) -> None:
+    """Per scored episode with frames kept (up to ``rnd.visualize.n_episodes`` successes and
+    as many failures): overlay and heatmap PNGs every ``every`` steps, the uncertainty
+    timeline (threshold and alarm when ``rnd_detect`` ran) and an mp4 of the overlays; one
+    success-vs-failure plot over all episodes. Logged to wandb when it is a logger."""
+    import numpy as np
+
+    from vlaexp.uncertainty import visualize as viz
+    from vlaexp.uncertainty.detect import first_alarm, threshold_from_dict, windowed
+    from vlaexp.uncertainty.monitor import load_episode_scores, maps, series
+
+    cfg = ctx.cfg
+    v = cfg.rnd.visualize
+    root = scores_dir(ctx)
+    files = require_scores(ctx)
+    thr = None
+    det_path = root / DETECTION_FILE
+    if det_path.is_file():
+        det = json.loads(det_path.read_text())
+        kind = next(iter(det["kinds"]))
+        thr = threshold_from_dict(det["kinds"][kind]["threshold"])
+    out = root / "verification"
+    images: dict[str, Path] = {}
+    videos: dict[str, Path] = {}
+    curves = []
+    picked = {True: 0, False: 0}
+    for path in files:
+        data = load_episode_scores(path)
+        meta = data["metadata"]
+        overall = series(data)
+        curves.append((overall if thr is None else windowed(overall, thr.window), meta["success"]))
+        frames_path = path.with_name(path.name.replace("_uncertainty.pt", "_frames.npz"))
+        ok = bool(meta["success"])
+        if not frames_path.is_file() or picked[ok] >= v.n_episodes:
+            continue
+        picked[ok] += 1
+        name = f"{path.parent.name}_episode_{meta['episode_index']:05d}"
+        ep_dir = out / name
+        cams = list(meta["cameras"])
+        scores = {"overall": overall, **{c: series(data, c) for c in cams}}
+        alarm = None
+        if thr is not None:
+            scores = {k: windowed(s, thr.window) for k, s in scores.items()}
+            alarm = first_alarm(overall, thr)
+        images[f"rnd/{name}/timeline"] = viz.plot_timeline(
+            ep_dir / "uncertainty_timeline.png",
+            scores,
+            None if thr is None else thr.at(len(overall)),
+            alarm,
+            ok,
+            f"{path.parent.name}, episode {meta['episode_index']}"
+            + ("" if thr is None else f" (mean of {thr.window} steps)"),
+        )
+        with np.load(frames_path) as npz:
+            frames = {c: npz[c] for c in cams}
+        if meta.get("grid") is None:
+            continue  # no maps kept: the timeline is all there is to draw
+        ep_maps = {c: maps(data, c) for c in cams}
+        vmin, vmax = viz.shared_range({c: m for c, m in ep_maps.items()})
+        for t in range(0, len(overall), max(1, v.every)):
+            paths = viz.save_step_images(
+                ep_dir,
+                t,
+                {c: frames[c][t] for c in cams},
+                {c: ep_maps[c][t] for c in cams},
+                vmin,
+                vmax,
+            )
+            if t == 0:
+                images[f"rnd/{name}/overlay_step0"] = paths[0]
+        if v.video:
+            videos[f"rnd/{name}/overlay_video"] = viz.write_overlay_video(
+                ep_dir / "overlay.mp4", frames, ep_maps, fps=10, vmin=vmin, vmax=vmax
+            )
+    if curves:
+        images["rnd/success_vs_failure"] = viz.plot_success_vs_failure(
+            out / "success_vs_failure.png",
+            curves,
+            None if thr is None or thr.kind != "constant" else thr.at(1)[0],
+        )
+    run = next((lg.experiment for lg in ctx.loggers if type(lg).__name__ == "WandbLogger"), None)
+    viz.log_to_wandb(run, images, videos)
+    log.info("Uncertainty plots of %d episodes in %s", sum(picked.values()), out)
