@@ -159,6 +159,7 @@ def test_quickstart_runs_end_to_end_in_limit_mode(tmp_path: Path) -> None:
             "eval.max_steps=30",
             "task_suite.resolution=64",
             "policy.image_size=48",
+            "rnd.train.max_steps=5",
             "print_config=false",
             f"paths.root_dir={tmp_path}",
             "hydra.run.dir=" + str(tmp_path / "run"),
@@ -179,3 +180,11 @@ def test_quickstart_runs_end_to_end_in_limit_mode(tmp_path: Path) -> None:
     )
     info = json.loads((tmp_path / "run" / "eval" / "eval_info.json").read_text())
     assert len(info["per_episode"]) == 1 and len(info["video_paths"]) == 1
+    # the RND steps: agentview tokens of the demos, a briefly trained RND, scored rollouts of
+    # tasks 0 and 1, the timeline and overlays of one episode
+    assert "rnd/agentview/val_loss" in summary["metrics"]
+    scores = sorted((tmp_path / "run" / "uncertainty").glob("*/episode_*_uncertainty.pt"))
+    assert [p.parent.name for p in scores] == ["tabletop_spatial_0", "tabletop_spatial_1"]
+    shown = tmp_path / "run" / "uncertainty" / "verification" / "tabletop_spatial_0_episode_00000"
+    assert (shown / "uncertainty_timeline.png").is_file()
+    assert (shown / "timestep_000_agentview_overlay.png").is_file()
