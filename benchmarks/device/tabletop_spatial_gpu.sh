@@ -8,12 +8,17 @@
 # The two wheel sets together pass the 64 MiB a call carries: install .whl/run (and unpack .gl)
 # in one call, then run this in the next one with .whl/np carried, while the machine is warm:
 #   pip install --no-index --no-deps --target /tmp/site .whl/run/*.whl   (call 1)
-#   bash benchmarks/device/tabletop_spatial_gpu.sh "[0,1]" 00:00:02:45 4000   (call 2)
+#   bash benchmarks/device/tabletop_spatial_gpu.sh "[0,1]" 00:00:07:00 16000   (call 2)
+# Each policy trains in a fixed run dir (/tmp/runs/<policy>): a later call on the same warm
+# machine resumes it from its last checkpoint (resume=true) with a larger MAX_TIME (Lightning's
+# timer counts the time of earlier calls too), then evaluates again.
+#   POLICIES="pi05_small" KILL_S=560 bash benchmarks/device/tabletop_spatial_gpu.sh ...
 set -u -o pipefail
-TASKS=${1:-"[0,1]"} MAX_TIME=${2:-00:00:02:45} MAX_STEPS=${3:-4000}
+TASKS=${1:-"[0,1]"} MAX_TIME=${2:-00:00:07:00} MAX_STEPS=${3:-16000}
+POLICIES=${POLICIES:-"pi05_small pi0_small"} KILL_S=${KILL_S:-560} EVAL_EPISODES=${EVAL_EPISODES:-20}
 test -d /tmp/site/lerobot || { echo "install .whl/run into /tmp/site first"; exit 3; }
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/np .whl/np/*.whl || exit 1
-mkdir -p /tmp/gl && for f in .gl/*.deb; do dpkg -x "$f" /tmp/gl; done
+test -d /tmp/np/numpy || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/np .whl/np/*.whl || exit 1
+test -d /tmp/gl/usr || { mkdir -p /tmp/gl && for f in .gl/*.deb; do dpkg -x "$f" /tmp/gl; done; }
 # two jobs and their spawned loader workers on 16 cores: without a thread cap, OpenMP
 # oversubscription stalled training to seconds per step
 export OMP_NUM_THREADS=4 PYTHONUNBUFFERED=1 MUJOCO_GL=egl WANDB_MODE=disabled
@@ -22,18 +27,21 @@ export PYTHONPATH=/tmp/np:/tmp/site:$PWD LD_LIBRARY_PATH=/tmp/gl/usr/lib/x86_64-
 export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
 OUT=${OUT:-/tmp/out}; R=/tmp/runs; mkdir -p $R $OUT; S=$(date +%s)
 COMMON="+experiment=tabletop_spatial paths.root_dir=$R print_config=false data.collect.use_videos=false
- trainer.log_every_n_steps=50 eval.n_videos=0 data.collect.task_ids=$TASKS eval.task_ids=$TASKS"
+ trainer.log_every_n_steps=50 eval.n_videos=0 data.collect.task_ids=$TASKS eval.task_ids=$TASKS
+ eval.n_episodes=$EVAL_EPISODES"
 timeout 200 python3 -m vlaexp $COMMON "stages=[collect]" 2>&1 | grep -E "expert successes|Built|rror"
 echo "collect done after $(( $(date +%s) - S )) s"
-# every thread's stack each 60 s, to a file per job: shows where a stalled job is
-RUN='import faulthandler, runpy, sys; faulthandler.dump_traceback_later(60, repeat=True, file=open(sys.argv.pop(1), "w")); runpy.run_module("vlaexp", run_name="__main__", alter_sys=True)'
-for p in pi05_small pi0_small; do
-  timeout -s KILL 330 python3 -c "$RUN" $R/$p.stacks $COMMON policy=$p \
-    trainer.max_time=$MAX_TIME trainer.max_steps=$MAX_STEPS > $R/$p.log 2>&1 &
+# No periodic all-thread stack dumps (faulthandler.dump_traceback_later): in attempts 3 and 4
+# both jobs segfaulted while a dump was being written, the last dump cut off mid-frame.
+for p in $POLICIES; do
+  RESUME=false; test -e $R/$p/checkpoints/last && RESUME=true
+  timeout -s KILL $KILL_S python3 -m vlaexp $COMMON policy=$p hydra.run.dir=$R/$p \
+    resume=$RESUME trainer.max_time=$MAX_TIME trainer.max_steps=$MAX_STEPS >> $R/$p.log 2>&1 &
 done; wait
 echo "train+eval done after $(( $(date +%s) - S )) s"
-for p in pi05_small pi0_small; do
-  d=$(ls -d $R/outputs/tabletop_spatial/*/*_$p | tail -1)
-  cp $R/$p.log $OUT/; cp $d/eval/eval_info.json $OUT/${p}_eval_info.json; cp $d/csv/metrics.csv $OUT/${p}_metrics.csv
-  python3 -c "import json; d=json.load(open('$OUT/${p}_eval_info.json')); print('$p', d['aggregated'], d['per_task'])"
+for p in $POLICIES; do
+  cp $R/$p.log $OUT/; cp $R/$p/csv/metrics.csv $OUT/${p}_metrics.csv
+  cp $R/$p/eval/eval_info.json $OUT/${p}_eval_info.json && python3 -c \
+    "import json; d=json.load(open('$OUT/${p}_eval_info.json')); print('$p', d['aggregated'], d['per_task'], d['failure_modes'])"
+  tail -c 1500 $R/$p.log | grep -v Warning
 done
