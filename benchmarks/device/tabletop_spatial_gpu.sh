@@ -13,9 +13,12 @@
 # machine resumes it from its last checkpoint (resume=true) with a larger MAX_TIME (Lightning's
 # timer counts the time of earlier calls too), then evaluates again.
 #   POLICIES="pi05_small" KILL_S=560 bash benchmarks/device/tabletop_spatial_gpu.sh ...
+# EXTRA adds overrides to the training jobs, e.g. the RND stages after evaluation:
+#   EXTRA="stages=[collect,train,eval,rnd_collect,rnd_train,rnd_score,rnd_detect,rnd_visualize,report]"
 set -u -o pipefail
 TASKS=${1:-"[0,1]"} MAX_TIME=${2:-00:00:07:00} MAX_STEPS=${3:-16000}
 POLICIES=${POLICIES:-"pi05_small pi0_small"} KILL_S=${KILL_S:-560} EVAL_EPISODES=${EVAL_EPISODES:-20}
+EXTRA=${EXTRA:-}
 test -d /tmp/site/lerobot || { echo "install .whl/run into /tmp/site first"; exit 3; }
 test -d /tmp/np/numpy || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/np .whl/np/*.whl || exit 1
 test -d /tmp/gl/usr || { mkdir -p /tmp/gl && for f in .gl/*.deb; do dpkg -x "$f" /tmp/gl; done; }
@@ -36,7 +39,7 @@ echo "collect done after $(( $(date +%s) - S )) s"
 for p in $POLICIES; do
   RESUME=false; test -e $R/$p/checkpoints/last && RESUME=true
   timeout -s KILL $KILL_S python3 -m vlaexp $COMMON policy=$p hydra.run.dir=$R/$p \
-    resume=$RESUME trainer.max_time=$MAX_TIME trainer.max_steps=$MAX_STEPS >> $R/$p.log 2>&1 &
+    resume=$RESUME trainer.max_time=$MAX_TIME trainer.max_steps=$MAX_STEPS $EXTRA >> $R/$p.log 2>&1 &
 done; wait
 echo "train+eval done after $(( $(date +%s) - S )) s"
 for p in $POLICIES; do
@@ -44,4 +47,9 @@ for p in $POLICIES; do
   cp $R/$p/eval/eval_info.json $OUT/${p}_eval_info.json && python3 -c \
     "import json; d=json.load(open('$OUT/${p}_eval_info.json')); print('$p', d['aggregated'], d['per_task'], d['failure_modes'])"
   tail -c 1500 $R/$p.log | grep -v Warning
+  if test -d $R/$p/uncertainty; then  # the RND stages ran: scores summary, detection, plots
+    mkdir -p $OUT/${p}_uncertainty && cp $R/$p/uncertainty/*.json $R/$p/uncertainty/*.md $OUT/${p}_uncertainty/ 2>/dev/null
+    cp -r $R/$p/uncertainty/verification $OUT/${p}_uncertainty/ 2>/dev/null; find $OUT/${p}_uncertainty -name 'timestep_*' ! -name 'timestep_0[04]0_*' -delete
+    cat $R/$p/uncertainty/detection.md 2>/dev/null
+  fi
 done
