@@ -49,6 +49,8 @@ def _cfg(tmp: Path, *extra: str):
             "rnd.score.task_ids=[0]",
             "rnd.score.keep_frames=1",
             "rnd.score.split=[0.5,0.0,0.5]",
+            "rnd.score.ood={distractors:2}",
+            "rnd.score.n_ood_episodes=1",
             "eval.max_steps=12",
             *extra,
         ]
@@ -145,6 +147,12 @@ def test_runtime_scores_cover_every_step_and_match_an_offline_recomputation(scor
         assert float(maps(data, "agentview")[3].mean()) == pytest.approx(cams[0, 3], rel=1e-5)
     metas = [load_episode_scores(p)["metadata"] for p in files]
     assert [m["split"] for m in metas] == ["calib", "test"]  # seed order, 0.5/0/0.5
+    assert not any(m["ood"] for m in metas)
+    # the perturbed pass: its own group, numbered after the in-distribution episodes, test only
+    (ood,) = sorted(out.glob("tabletop_spatial_0_ood/episode_*_uncertainty.pt"))
+    meta = load_episode_scores(ood)["metadata"]
+    assert ood.name == "episode_00002_uncertainty.pt" and meta["ood"] and meta["split"] == "test"
+    assert meta["seed"] == metas[0]["seed"]  # same layout seed, perturbed scene
     # frames were kept for the one test episode: re-scoring its first frame offline, through
     # the same image preparation, gives the score recorded at runtime
     frames = np.load(files[1].with_name("episode_00001_frames.npz"))
@@ -155,6 +163,24 @@ def test_runtime_scores_cover_every_step_and_match_an_offline_recomputation(scor
     rec = score_tokens(models, policy.vision_tokens(batch), maps=False)[0]
     assert rec["overall"] == pytest.approx(series(load_episode_scores(files[1]))[0], rel=1e-4)
     assert frames["agentview"].shape == (metas[1]["num_steps"], 64, 64, 3)
+
+
+def test_scoring_refuses_rnds_of_another_task_type_and_empty_stores(scored, tmp_path) -> None:
+    from vlaexp.errors import ConfigError
+    from vlaexp.pipeline.context import RunContext
+    from vlaexp.uncertainty import stages
+    from vlaexp.uncertainty.tokens import TokenStoreWriter
+    from vlaexp.uncertainty.train import train_rnd
+
+    ctx = scored
+    other = RunContext(cfg=_cfg(tmp_path, "rnd.task_type=object"), run_dir=tmp_path / "run")
+    other.artifacts = dict(ctx.artifacts)
+    policy = stages.load_policy(ctx)
+    with pytest.raises(ConfigError, match="trained for task type 'spatial', not 'object'"):
+        stages.checked_models(other, policy)
+    empty = TokenStoreWriter(tmp_path / "empty", 128).close()
+    with pytest.raises(VlaexpError, match="holds 0 tokens"):
+        train_rnd(empty, tmp_path / "m", ctx.cfg)
 
 
 def test_visualize_writes_timeline_overlays_and_video(scored) -> None:
@@ -221,7 +247,10 @@ def test_detect_calibrates_on_calib_selects_on_val_reports_on_test(tmp_path: Pat
     tv = det["kinds"]["time_varying"]["test"]
     assert tv["TPR"] == 1.0 and tv["AUROC"] == 1.0 and tv["TNR"] < m["TNR"]
     assert ctx.metrics["rnd/auroc"] == 1.0 and ctx.metrics["rnd/constant/TPR"] == 1.0
-    assert "| constant |" in (tmp_path / "run" / "uncertainty" / "detection.md").read_text()
+    assert (
+        "| constant (all test, n=10) |"
+        in (tmp_path / "run" / "uncertainty" / "detection.md").read_text()
+    )
 
 
 def test_offline_scoring_of_recorded_episodes(scored, demos: Path, tmp_path: Path) -> None:
@@ -251,3 +280,61 @@ def test_offline_scoring_of_recorded_episodes(scored, demos: Path, tmp_path: Pat
         assert meta["success"] is True and meta["source"] == "dataset"
         assert meta["num_steps"] == rec["length"]
     assert (tmp_path / "demos" / "episode_00000_frames.npz").is_file()
+
+
+@pytest.mark.slow
+def test_the_eight_model_multirun_trains_one_rnd_per_task_type_and_camera(
+    policy_dir: Path, tmp_path: Path
+) -> None:
+    """The README's sweep on the tabletop stand-ins for LIBERO's four suites: one command,
+    eight jobs, each recording its suite's demos and training the RND of one (task type x
+    camera) pair on the tokens of one policy."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    suites = "tabletop_spatial,tabletop_object,tabletop_goal,tabletop_long"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vlaexp",
+            "-m",
+            "+experiment=rnd_spatial_agentview",
+            f"task_suite={suites}",
+            "camera=agentview,wrist",
+            "data=tabletop",
+            "trainer=cpu",
+            "logger=csv",
+            f"policy.path={policy_dir}",
+            "stages=[collect,rnd_collect,rnd_train]",
+            "task_suite.resolution=64",
+            "data.collect.episodes_per_task=1",
+            "data.collect.task_ids=[0]",
+            "data.collect.use_videos=false",
+            "rnd.tokens_per_frame=8",
+            "rnd.train.max_steps=2",
+            "rnd.train.batch_size=32",
+            "print_config=false",
+            f"paths.root_dir={tmp_path}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    (sweep,) = (tmp_path / "outputs" / "rnd_spatial_agentview" / "multirun").iterdir()
+    assert "8/8 jobs completed" in (sweep / "sweep_summary.txt").read_text()
+    trained = set()
+    for models in (tmp_path / "outputs" / "cache" / "rnd_models").glob("*/"):
+        cams = json.loads((models / "models.json").read_text())
+        spec = json.loads((models / "artifact_spec.json").read_text())["spec"]
+        summary = json.loads((Path(spec["tokens"]) / "summary.json").read_text())
+        assert len(cams) == 1 and (models / next(iter(cams)) / "rnd.pt").is_file()
+        trained.add((summary["task_type"], next(iter(cams))))
+    assert trained == {
+        (t, c) for t in ("spatial", "object", "goal", "long") for c in ("agentview", "wrist")
+    }

@@ -27,8 +27,12 @@ class RNDScoreConfig:
     task_ids: Any = None  # tasks rolled out; None = eval.task_ids
     split: list[float] = field(default_factory=lambda: [0.4, 0.2, 0.4])  # calib/val/test
     save_maps: bool = True  # 16x16 per-token maps in every episode file
-    keep_frames: int = 4  # episodes whose camera frames are kept for overlays and videos
+    keep_frames: int = 4  # test episodes per task whose frames are kept for overlays and videos
     n_envs: int = 1
+    # Perturbation settings for out-of-distribution test rollouts (e.g. {distractors: 2,
+    # lighting: 0.5, table_texture: true}); null = none
+    ood: Any = None
+    n_ood_episodes: int = 10  # per task, perturbed
 
 
 @dataclass

@@ -135,6 +135,8 @@ class RNDMonitor:
         split_of: Callable[[dict[str, Any]], str] | None = None,
         save_maps: bool = True,
         keep_frames: int = 0,
+        first_episode: int = 0,
+        ood: bool = False,
     ) -> None:
         self.policy = policy
         self.models = models
@@ -143,11 +145,13 @@ class RNDMonitor:
         self.split_of = split_of
         self.save_maps = save_maps
         self.writer = EpisodeScoreWriter(out_dir, self.cameras, keep_frames)
+        self.first = first_episode  # the runner counts from 0 per pass; files never collide
+        self.ood = ood
         self.seconds = 0.0
         self.n_steps = 0
 
     def group(self, task_id: int) -> str:
-        return f"{self.suite_name}_{task_id}"
+        return f"{self.suite_name}_{task_id}" + ("_ood" if self.ood else "")
 
     def on_step(
         self, episode_ixs: list[int], observations: list[dict[str, Any]], instructions: list[str]
@@ -162,10 +166,11 @@ class RNDMonitor:
         self.seconds += time.perf_counter() - t0
         self.n_steps += len(episode_ixs)
         for ix, obs, rec in zip(episode_ixs, observations, records, strict=True):
-            self.writer.add(ix, rec, obs["images"])
+            self.writer.add(self.first + ix, rec, obs["images"])
 
-    def want_frames(self, episode_ix: int, task_id: int) -> None:
-        self.writer.want_frames(episode_ix, self.group(task_id))
+    def want_frames(self, episode_index: int, task_id: int) -> None:
+        """Keep the frames of this episode (its index in the files, ``first_episode`` added)."""
+        self.writer.want_frames(episode_index, self.group(task_id))
 
     def on_episode_end(self, row: dict[str, Any]) -> None:
         meta = {
@@ -176,8 +181,11 @@ class RNDMonitor:
             "failure_mode": row["failure_mode"],
             "split": self.split_of(row) if self.split_of is not None else None,
             "source": "rollout",
+            "ood": self.ood,
         }
-        self.writer.finish(int(row["episode_ix"]), self.group(int(row["task_id"])), meta)
+        self.writer.finish(
+            self.first + int(row["episode_ix"]), self.group(int(row["task_id"])), meta
+        )
 
     @property
     def ms_per_step(self) -> float:

@@ -226,7 +226,37 @@ def score_stage(ctx: RunContext) -> None:
 
     A task's episodes are split by seed order into calibration, validation and test rollouts
     (``rnd.score.split``): thresholds are calibrated on the first, window and quantile chosen
-    on the second, and only the third is reported."""
+    on the second, and only the third is reported. With ``rnd.score.ood`` (perturbation
+    settings of the suite, e.g. ``{distractors: 2, lighting: 0.5}``) a second pass rolls out
+    ``rnd.score.n_ood_episodes`` per task in the perturbed scenes: out-of-distribution test
+    rollouts (``<suite>_<task>_ood``, metadata ``ood: true``), never used to calibrate."""
+    cfg = ctx.cfg
+    if cfg.rnd.scores_dir:
+        raise ConfigError(
+            "rnd.scores_dir reads scores of an earlier run; drop it to score this run's rollouts"
+        )
+    sc = cfg.rnd.score
+    suite_cfg = OmegaConf.to_container(cfg.task_suite, resolve=True)
+    task_ids = sc.task_ids if sc.task_ids is not None else cfg.eval.task_ids
+    splits = split_by_seed(sc.n_episodes, list(sc.split))
+    first = _score_rollouts(ctx, suite_cfg, task_ids, sc.n_episodes, splits, ood=False, first=0)
+    if sc.ood:
+        perturbed = {**suite_cfg, "perturbation": {**suite_cfg.get("perturbation", {}), **sc.ood}}
+        n = sc.n_ood_episodes
+        _score_rollouts(ctx, perturbed, task_ids, n, ["test"] * n, ood=True, first=first)
+
+
+def _score_rollouts(
+    ctx: RunContext,
+    suite_cfg: dict[str, Any],
+    task_ids: Any,
+    n: int,
+    splits: list[str],
+    ood: bool,
+    first: int,
+) -> int:
+    """One SimRunner pass with the RND monitor; episode indices start at ``first``. Returns
+    the index after the last episode."""
     from vlaexp.pipeline.evaluate import check_action_dim
     from vlaexp.sim.runner import SimRunner
     from vlaexp.sim.workers import SuiteSpec
@@ -235,32 +265,19 @@ def score_stage(ctx: RunContext) -> None:
     cfg = ctx.cfg
     policy = load_policy(ctx)
     check_action_dim(policy.config.action_dim)
-    models_dir = Path(ctx.artifacts.get("rnd_models") or trained_models(ctx))
-    models = load_models(models_dir, policy.device)
-    out = ctx.run_dir / SCORES_DIR
-    if cfg.rnd.scores_dir:
-        raise ConfigError(
-            "rnd.scores_dir reads scores of an earlier run; drop it to score this run's rollouts"
-        )
-    spec = SuiteSpec(
-        OmegaConf.to_container(cfg.task_suite, resolve=True), list(policy.config.cameras)
-    )
-    n = cfg.rnd.score.n_episodes
-    splits = split_by_seed(n, list(cfg.rnd.score.split))
+    models = checked_models(ctx, policy)
+    out = ctx.run_dir / SCORES_DIR / ("ood" if ood else "")
     runner = SimRunner(
-        spec,
+        SuiteSpec(suite_cfg, list(policy.config.cameras)),
         output_dir=out,
         n_episodes=n,
-        task_ids=cfg.rnd.score.task_ids
-        if cfg.rnd.score.task_ids is not None
-        else cfg.eval.task_ids,
+        task_ids=task_ids,
         n_videos=0,
         max_steps=cfg.eval.max_steps,
         n_envs=cfg.rnd.score.n_envs,
     )
-    jobs = runner._jobs()
-    ix_of = {job: ix for ix, job in enumerate(jobs)}
     seeds = {t: runner.suite.eval_seeds(t)[:n] for t in runner.task_ids}
+    suite = runner.suite.name + ("_ood" if ood else "")
 
     def split_of(row: dict[str, Any]) -> str:
         return splits[seeds[row["task_id"]].index(row["seed"])]
@@ -268,30 +285,63 @@ def score_stage(ctx: RunContext) -> None:
     monitor = RNDMonitor(
         policy,
         models,
-        out,
+        ctx.run_dir / SCORES_DIR,
         runner.suite.name,
         split_of=split_of,
         save_maps=cfg.rnd.score.save_maps,
         keep_frames=cfg.rnd.score.keep_frames,
+        first_episode=first,
+        ood=ood,
     )
-    for (task_id, seed), ix in ix_of.items():
-        if splits[seeds[task_id].index(seed)] == "test":
-            monitor.want_frames(ix, task_id)
+    jobs = [(t, s) for t in runner.task_ids for s in seeds[t]]
+    for ix, (task_id, seed) in enumerate(jobs):
+        if split_of({"task_id": task_id, "seed": seed}) == "test":
+            monitor.want_frames(first + ix, task_id)
     runner.monitor = monitor
     metrics = runner.run(policy)
+    name = "rnd/ood_rollout_pc_success" if ood else "rnd/rollout_pc_success"
     ctx.log_metrics(
-        {
-            "rnd/rollout_pc_success": metrics["eval/pc_success"],
-            "rnd/score_ms_per_step": monitor.ms_per_step,
-        }
+        {name: metrics["eval/pc_success"], "rnd/score_ms_per_step": monitor.ms_per_step}
     )
     log.info(
-        "Scored %d rollouts (%.1f%% success) in %s, %.1f ms of RND per env step",
+        "Scored %d %s rollouts (%.1f%% success) in %s, %.1f ms of RND per env step",
         len(monitor.writer.written),
+        suite,
         metrics["eval/pc_success"],
         out,
         monitor.ms_per_step,
     )
+    return first + len(jobs)
+
+
+def checked_models(ctx: RunContext, policy: Any) -> dict[str, Any]:
+    """The run's RNDs on the policy's device, checked against what they will score: one per
+    scored camera, trained for this task type and for the width of this policy's tokens."""
+    if "rnd_models" in ctx.objects:
+        return ctx.objects["rnd_models"]
+    models_dir = Path(ctx.artifacts.get("rnd_models") or trained_models(ctx))
+    models = load_models(models_dir, policy.device)
+    want_type = task_type(ctx.cfg)
+    width = policy.model.projector.out_features
+    for cam, model in models.items():
+        meta = model.meta
+        problems = []
+        if meta["camera"] != cam:
+            problems.append(f"trained for camera '{meta['camera']}'")
+        if meta["task_type"] != want_type:
+            problems.append(f"trained for task type '{meta['task_type']}', not '{want_type}'")
+        if meta["in_dim"] != width:
+            problems.append(f"trained on {meta['in_dim']}-D tokens, the policy's are {width}-D")
+        if problems:
+            raise ConfigError(
+                f"The RND for '{cam}' in {models_dir} does not fit: " + "; ".join(problems)
+            )
+    missing = sorted(set(rnd_cameras(ctx.cfg, policy)) - set(models))
+    if missing:
+        raise ConfigError(f"No RND for camera(s) {missing} in {models_dir} (has {sorted(models)})")
+    models = {c: models[c] for c in rnd_cameras(ctx.cfg, policy)}
+    ctx.objects["rnd_models"] = models
+    return models
 
 
 def score_dataset_stage(ctx: RunContext) -> None:
@@ -301,8 +351,7 @@ def score_dataset_stage(ctx: RunContext) -> None:
 
     cfg = ctx.cfg
     policy = load_policy(ctx)
-    models_dir = Path(ctx.artifacts.get("rnd_models") or trained_models(ctx))
-    models = load_models(models_dir, policy.device)
+    models = checked_models(ctx, policy)
     repo_id, root = (
         (None, Path(ctx.artifacts["rollouts"]))
         if "rollouts" in ctx.artifacts
@@ -410,11 +459,21 @@ def detect_stage(ctx: RunContext) -> None:
         test_success = [bool(e["success"]) for e in test]
         metrics = detection_metrics(test_scores, test_success, thr)
         metrics["AUROC"] = episode_auroc(test_scores, test_success, window)
+        subsets = {}
+        for name, keep in (("in_distribution", False), ("perturbed", True)):
+            part = [e for e in test if bool(e.get("ood")) == keep]
+            if part:
+                s_, ok_ = [e["scores"] for e in part], [bool(e["success"]) for e in part]
+                subsets[name] = {
+                    **detection_metrics(s_, ok_, thr),
+                    "AUROC": episode_auroc(s_, ok_, window),
+                }
         results["kinds"][kind] = {
             "window": window,
             "q": q,
             "threshold": thr.to_dict(),
             "test": metrics,
+            "test_subsets": subsets,
             "selection": table,
             "alarms": [
                 {
@@ -450,21 +509,12 @@ def detection_markdown(results: dict[str, Any]) -> str:
         "| AUROC |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    keys = ("TPR", "TNR", "accuracy", "balanced_accuracy", "detection_time", "TWA", "AUROC")
     for kind, r in results["kinds"].items():
-        m = r["test"]
-        cells = [
-            f"{m[k]:.3f}"
-            for k in (
-                "TPR",
-                "TNR",
-                "accuracy",
-                "balanced_accuracy",
-                "detection_time",
-                "TWA",
-                "AUROC",
-            )
-        ]
-        rows.append(f"| {kind} | {r['window']} | {r['q']} | " + " | ".join(cells) + " |")
+        for label, m in [("all test", r["test"]), *r.get("test_subsets", {}).items()]:
+            cells = [f"{m[k]:.3f}" for k in keys]
+            head = f"| {kind} ({label}, n={m['n_episodes']}) | {r['window']} | {r['q']} | "
+            rows.append(head + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
 
 

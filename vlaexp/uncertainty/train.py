@@ -62,6 +62,8 @@ def train_rnd(
     stopping on a held-out fraction); the best epoch's weights go to ``out_dir/rnd.pt``."""
     tcfg = cfg.rnd.train
     store = TokenStore(store_dir)
+    if len(store) < 2:
+        raise VlaexpError(f"token store {store_dir} holds {len(store)} tokens: nothing to train on")
     train_idx, val_idx = store.split(tcfg.val_fraction, cfg.rnd.seed)
     torch.manual_seed(int(cfg.rnd.seed))  # the target network is the random part of RND
     module = RNDModule(store.dim, lr=tcfg.lr, camera=camera, task_type=task_type)
@@ -142,4 +144,6 @@ def load_rnd(path: Path, device: torch.device | str = "cpu") -> RND:
         raise VlaexpError(f"{path} is not an RND file (missing {sorted(missing)})")
     model = RND(int(data["in_dim"]))
     model.load_state_dict(data["state_dict"])
+    # what it was trained for travels with it, so a mismatched RND is refused before scoring
+    model.meta = {k: data.get(k) for k in ("in_dim", "camera", "task_type", "val_loss")}
     return model.to(device).eval()
