@@ -36,6 +36,10 @@ timeout 200 python3 -m vlaexp $COMMON "stages=[collect]" 2>&1 | grep -E "expert 
 echo "collect done after $(( $(date +%s) - S )) s"
 # No periodic all-thread stack dumps (faulthandler.dump_traceback_later): in attempts 3 and 4
 # both jobs segfaulted while a dump was being written, the last dump cut off mid-frame.
+# the kill limit counts from here, but the call's 600 s count from its start: collect's time
+# comes off it (CALL_S, default 590 s, is what the whole call may take)
+LEFT=$(( ${CALL_S:-590} - ($(date +%s) - S) )); test $KILL_S -gt $LEFT && KILL_S=$LEFT
+echo "training jobs get $KILL_S s"
 for p in $POLICIES; do
   RESUME=false; test -e $R/$p/checkpoints/last && RESUME=true
   timeout -s KILL $KILL_S python3 -m vlaexp $COMMON policy=$p hydra.run.dir=$R/$p \
