@@ -16,7 +16,11 @@ from vlaexp.config import policy, schema, sim, training
 
 _SCHEMAS: dict[str, dict[str, type]] = {
     "schema/policy": {"bc": policy.BCConfig, "pi0": policy.Pi0Config, "pi05": policy.Pi05Config},
-    "schema/tokenizer": {"none": policy.TokenizerConfig},
+    "schema/tokenizer": {
+        "none": policy.TokenizerConfig,
+        "rvq": policy.RVQTokenizerConfig,
+        "dct": policy.DCTTokenizerConfig,
+    },
     "schema/task_suite": {
         "tabletop": sim.TabletopSuiteConfig,
         "libero": sim.LiberoSuiteConfig,

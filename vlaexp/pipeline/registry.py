@@ -22,6 +22,7 @@ STAGES: dict[str, str] = {
     "train": "vlaexp.pipeline.train:train_stage",
     "eval": "vlaexp.pipeline.evaluate:eval_stage",
     "report": "vlaexp.pipeline.report:report_stage",
+    "tokenizer_fit": "vlaexp.tokenizers.stages:fit_stage",
     "rnd_collect": "vlaexp.uncertainty.stages:collect_stage",
     "rnd_train": "vlaexp.uncertainty.stages:train_stage",
     "rnd_score": "vlaexp.uncertainty.stages:score_stage",

@@ -1,0 +1,183 @@
+"""Residual-VQ action tokenizer: an action chunk -> codes of 8 layers x 256 -> an action chunk.
+
+Actions (quantile-normalized to [-1, 1] by the caller) of one chunk, float[B, T, A], are
+encoded to ``latent_steps`` latent vectors, quantized by a residual VQ (each layer codes what
+the layers before it left), and decoded back. Layer 1 carries the coarse motion; each further
+layer refines it, so decoding with the first ``k`` layers gives a usable chunk at 8k bits per
+latent step. The quantizer is vector-quantize-pytorch's ``ResidualVQ`` behind a thin adapter
+(:class:`RVQTokenizer`): EMA codebook updates (decay 0.99, set explicitly: the library's
+default is 0.8), k-means initialization, dead-code replacement, and quantizer dropout that
+always keeps the first two layers (``quantize_dropout_cutoff_index=1``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlaexp.errors import ConfigError
+
+
+@dataclass
+class RVQSettings:
+    """What an RVQ tokenizer is; a checkpoint of other settings is refused."""
+
+    chunk_size: int = 10
+    action_dim: int = 7
+    latent_steps: int = 1  # latent vectors per chunk (codes per layer)
+    latent_dim: int = 64
+    hidden_dim: int = 256
+    layers: int = 8
+    codebook_size: int = 256
+    decay: float = 0.99
+    kmeans_init: bool = True
+    kmeans_iters: int = 10
+    threshold_ema_dead_code: int = 2
+    quantize_dropout: bool = True
+    commitment_weight: float = 1.0
+
+    def check(self) -> None:
+        for name in ("chunk_size", "action_dim", "latent_steps", "latent_dim", "layers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"tokenizer.{name}={getattr(self, name)} must be >= 1")
+        if self.codebook_size < 2:
+            raise ConfigError(f"tokenizer.codebook_size={self.codebook_size} must be >= 2")
+        if self.layers < 2 and self.quantize_dropout:
+            raise ConfigError("quantizer dropout keeps layers 1-2: it needs tokenizer.layers >= 2")
+
+    @property
+    def bits_per_layer(self) -> float:
+        """Bits one layer spends on a chunk: latent_steps codes of log2(codebook_size)."""
+        return self.latent_steps * float(torch.tensor(self.codebook_size).log2())
+
+
+class RVQTokenizer(nn.Module):
+    """``encode(actions) -> codes`` long[B, layers, latent_steps]; ``decode(codes, n_layers)``.
+
+    ``forward(actions)`` is the training pass: reconstruction (all layers, or a random depth
+    >= 2 under quantizer dropout) and the commitment loss.
+    """
+
+    def __init__(self, settings: RVQSettings | dict[str, Any] | None = None) -> None:
+        super().__init__()
+        from vector_quantize_pytorch import ResidualVQ
+
+        s = settings if isinstance(settings, RVQSettings) else RVQSettings(**(settings or {}))
+        s.check()
+        self.settings = s
+        flat = s.chunk_size * s.action_dim
+        out = s.latent_steps * s.latent_dim
+        self.encoder = nn.Sequential(
+            nn.Linear(flat, s.hidden_dim),
+            nn.GELU(),
+            nn.Linear(s.hidden_dim, s.hidden_dim),
+            nn.GELU(),
+            nn.Linear(s.hidden_dim, out),
+        )
+        self.decoder = nn.Sequential(
+            nn.Linear(out, s.hidden_dim),
+            nn.GELU(),
+            nn.Linear(s.hidden_dim, s.hidden_dim),
+            nn.GELU(),
+            nn.Linear(s.hidden_dim, flat),
+        )
+        self.rvq = ResidualVQ(
+            dim=s.latent_dim,
+            num_quantizers=s.layers,
+            codebook_size=s.codebook_size,
+            decay=s.decay,
+            kmeans_init=s.kmeans_init,
+            kmeans_iters=s.kmeans_iters,
+            threshold_ema_dead_code=s.threshold_ema_dead_code,
+            quantize_dropout=s.quantize_dropout,
+            quantize_dropout_cutoff_index=1,  # dropout never removes layers 1-2
+            commitment_weight=s.commitment_weight,
+        )
+
+    # ----------------------------------------------------------------------------- checks
+    def _check_actions(self, actions: torch.Tensor) -> None:
+        s = self.settings
+        if actions.ndim != 3 or tuple(actions.shape[1:]) != (s.chunk_size, s.action_dim):
+            raise ValueError(
+                f"actions must be [B, {s.chunk_size}, {s.action_dim}] (chunk_size x action_dim of "
+                f"this tokenizer), got {list(actions.shape)}"
+            )
+
+    def _check_codes(self, codes: torch.Tensor, n_layers: int | None) -> int:
+        s = self.settings
+        if codes.ndim != 3 or codes.shape[2] != s.latent_steps or codes.shape[1] > s.layers:
+            raise ValueError(
+                f"codes must be [B, <= {s.layers} layers, {s.latent_steps}], got {list(codes.shape)}"
+            )
+        k = codes.shape[1] if n_layers is None else n_layers
+        if not 1 <= k <= min(s.layers, codes.shape[1]):
+            raise ValueError(
+                f"cannot decode with {k} layers: the tokenizer has {s.layers} and the codes "
+                f"hold {codes.shape[1]}"
+            )
+        bad = (codes[:, :k] < 0) | (codes[:, :k] >= s.codebook_size)
+        if bool(bad.any()):
+            raise ValueError(
+                f"codes outside the codebook 0..{s.codebook_size - 1}: "
+                f"{sorted(set(codes[:, :k][bad].tolist()))[:8]}"
+            )
+        return k
+
+    # ----------------------------------------------------------------------------- api
+    def _latent(self, actions: torch.Tensor) -> torch.Tensor:
+        s = self.settings
+        z = self.encoder(actions.reshape(actions.shape[0], -1))
+        return z.reshape(actions.shape[0], s.latent_steps, s.latent_dim)
+
+    def _actions(self, z: torch.Tensor) -> torch.Tensor:
+        s = self.settings
+        return self.decoder(z.reshape(z.shape[0], -1)).reshape(-1, s.chunk_size, s.action_dim)
+
+    def forward(self, actions: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Training pass: (loss, parts) with the reconstruction MSE and the commitment loss."""
+        self._check_actions(actions)
+        quantized, _, commit = self.rvq(self._latent(actions))
+        recon = self._actions(quantized)
+        mse = F.mse_loss(recon, actions)
+        commit = commit.sum()
+        return mse + commit, {"mse": mse.detach(), "commit": commit.detach()}
+
+    @torch.no_grad()
+    def encode(self, actions: torch.Tensor) -> torch.Tensor:
+        """float[B, T, A] -> long[B, layers, latent_steps] (all layers, no dropout)."""
+        self._check_actions(actions)
+        training = self.rvq.training
+        self.rvq.eval()
+        try:
+            _, indices, _ = self.rvq(self._latent(actions))
+        finally:
+            self.rvq.train(training)
+        return indices.permute(0, 2, 1).contiguous()
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor, n_layers: int | None = None) -> torch.Tensor:
+        """long[B, L, latent_steps] -> float[B, T, A] from the first ``n_layers`` layers."""
+        k = self._check_codes(codes, n_layers)
+        s = self.settings
+        indices = torch.full(
+            (codes.shape[0], s.latent_steps, s.layers), -1, dtype=torch.long, device=codes.device
+        )
+        indices[..., :k] = codes[:, :k].permute(0, 2, 1)
+        return self._actions(self.rvq.get_output_from_indices(indices))
+
+    def config_dict(self) -> dict[str, Any]:
+        return {"type": "rvq", **asdict(self.settings)}
+
+    def check_matches(self, expected: RVQSettings) -> None:
+        """A tokenizer checkpoint used for ``expected`` settings must have them exactly."""
+        ours, theirs = asdict(self.settings), asdict(expected)
+        diff = {k: (ours[k], theirs[k]) for k in ours if ours[k] != theirs[k]}
+        if diff:
+            raise ConfigError(
+                "the tokenizer checkpoint was trained with other settings (checkpoint, wanted): "
+                + ", ".join(f"{k}={a} vs {b}" for k, (a, b) in diff.items())
+            )
