@@ -338,3 +338,20 @@ def test_the_eight_model_multirun_trains_one_rnd_per_task_type_and_camera(
     assert trained == {
         (t, c) for t in ("spatial", "object", "goal", "long") for c in ("agentview", "wrist")
     }
+
+
+def test_rnd_spatial_agentview_offline_fails_clearly_before_building_a_model(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run(
+        [sys.executable, "-m", "vlaexp", "+experiment=rnd_spatial_agentview", "logger=csv",
+         "print_config=false", f"paths.root_dir={tmp_path}", f"hydra.run.dir={tmp_path}/run"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode != 0
+    said = out.stdout + out.stderr
+    assert "VlaexpError: Could not load dataset 'lerobot/libero_spatial_image'" in said
+    assert "set data.root to its directory" in said

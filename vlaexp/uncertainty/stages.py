@@ -125,6 +125,9 @@ def token_stores(ctx: RunContext) -> Path:
     cfg = ctx.cfg
     _, ident = policy_source(ctx)
     repo_id, root = dataset_source(ctx)
+    from vlaexp.data.datamodule import open_metadata
+
+    open_metadata(repo_id, root)  # an unreachable dataset fails here, before a model is built
     spec = {
         "format": TOKENS_FORMAT,
         "vlaexp": vlaexp.__version__,
