@@ -1,0 +1,97 @@
+"""Value-function labels (negative time-to-go, per-task normalization, 201 bins), both
+losses and the evaluation metrics, on small episode sets with values checked by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vlaexp.errors import VlaexpError
+from vlaexp.value.labels import (
+    episode_labels,
+    expected_value,
+    hl_gauss_targets,
+    time_to_go_values,
+    value_loss,
+    value_to_bin,
+)
+from vlaexp.value.metrics import value_metrics
+
+EPISODES = [
+    {"episode_index": 0, "task": "a", "length": 4, "success": True},
+    {"episode_index": 1, "task": "a", "length": 3, "success": False},
+    {"episode_index": 2, "task": "b", "length": 2, "success": True},
+]
+
+
+def test_time_to_go_counts_down_to_success_and_adds_the_failure_penalty() -> None:
+    assert time_to_go_values(4, True, c_fail=7).tolist() == [-3, -2, -1, 0]
+    assert time_to_go_values(3, False, c_fail=2).tolist() == [-4, -3, -2]
+
+
+def test_labels_are_normalized_per_task_clipped_and_binned() -> None:
+    a_ok, a_fail, b_ok = episode_labels(EPISODES)  # c_fail = half the task's longest = 2
+    np.testing.assert_allclose(a_ok["values"], [-0.75, -0.5, -0.25, 0.0])
+    assert a_ok["bins"].tolist() == [50, 100, 150, 200]
+    np.testing.assert_allclose(a_fail["values"], [-1.0, -0.75, -0.5])  # -4/4, -3/4, -2/4
+    assert a_fail["bins"].tolist() == [0, 50, 100]
+    np.testing.assert_allclose(b_ok["values"], [-0.5, 0.0])  # task b's longest is 2
+    clipped = episode_labels(EPISODES, c_fail=10)[1]
+    assert clipped["values"].tolist() == [-1.0, -1.0, -1.0]  # a large penalty: -1 throughout
+
+
+def test_labels_need_success_flags_and_bins_need_values_in_range() -> None:
+    with pytest.raises(VlaexpError, match=r"episodes \[5\] have no success flag"):
+        episode_labels([{"episode_index": 5, "task": "a", "length": 3, "success": None}])
+    with pytest.raises(ValueError, match="must lie in"):
+        value_to_bin(np.array([0.5]))
+
+
+def test_hl_gauss_target_is_a_distribution_centred_on_the_value() -> None:
+    v = torch.tensor([-0.5, -1.0, 0.0])
+    t = hl_gauss_targets(v)
+    assert t.shape == (3, 201) and torch.allclose(t.sum(-1), torch.ones(3))
+    assert t.argmax(-1).tolist() == [100, 0, 200]
+    centers = torch.linspace(-1, 0, 201)
+    assert float((t[0] * centers).sum()) == pytest.approx(-0.5, abs=1e-6)
+    assert torch.allclose(t[0, 99], t[0, 101])  # symmetric around an interior centre
+    # sigma 0.75 bins: about 49% of the mass in the centre bin
+    assert float(t[0, 100]) == pytest.approx(0.4950, abs=2e-3)
+
+
+def test_both_losses_and_the_expected_value() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(6, 201)
+    values = torch.tensor([-1.0, -0.8, -0.5, -0.3, -0.01, 0.0])
+    bins = torch.from_numpy(value_to_bin(values.numpy()))
+    assert value_loss(logits, values, "ce") == pytest.approx(
+        float(torch.nn.functional.cross_entropy(logits, bins))
+    )
+    soft = value_loss(logits, values, "hl_gauss", sigma_bins=1e-3)  # a point mass: = CE
+    assert float(soft) == pytest.approx(float(value_loss(logits, values, "ce")), rel=1e-4)
+    with pytest.raises(ValueError, match="'ce' or 'hl_gauss'"):
+        value_loss(logits, values, "mse")
+    sharp = torch.full((2, 201), -1e4)
+    sharp[0, 40], sharp[1, 200] = 0.0, 0.0
+    assert expected_value(sharp).tolist() == pytest.approx([-0.8, 0.0])
+
+
+def test_metrics_of_a_perfect_and_of_a_shuffled_predictor() -> None:
+    labels = episode_labels(EPISODES * 3)
+    values = [lab["values"] for lab in labels]
+    success = [lab["success"] for lab in labels]
+
+    def logits_for(vals: np.ndarray) -> torch.Tensor:
+        lg = torch.full((len(vals), 201), -50.0)
+        lg[torch.arange(len(vals)), torch.from_numpy(value_to_bin(vals))] = 50.0
+        return lg
+
+    perfect = value_metrics([logits_for(v) for v in values], values, success)
+    assert perfect["top1"] == 1.0 and perfect["within_5_bins"] == 1.0 and perfect["top5"] == 1.0
+    assert perfect["mae"] == pytest.approx(0.0, abs=1e-6)
+    assert perfect["spearman_median"] == pytest.approx(1.0)
+    assert perfect["spearman_pooled"] > 0.99 and perfect["midpoint_auroc"] == 1.0
+    flipped = value_metrics([logits_for(-1 - v) for v in values], values, success)
+    assert flipped["spearman_median"] == pytest.approx(-1.0) and flipped["top1"] < 0.5
+    assert flipped["midpoint_auroc"] < 0.5

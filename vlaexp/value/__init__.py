@@ -1,0 +1,1 @@
+"""Distributional value function (RECAP-style): labels, bins, losses, metrics."""

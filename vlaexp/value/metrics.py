@@ -1,0 +1,50 @@
+"""Evaluation of a distributional value function on held-out episodes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from vlaexp.value.labels import expected_value, value_to_bin
+
+
+def value_metrics(
+    logits: Sequence[torch.Tensor], values: Sequence[np.ndarray], success: Sequence[bool]
+) -> dict[str, float]:
+    """Per episode float[T, n_bins] logits and true values float[T]: test cross-entropy,
+    top-1 / top-5 / within +-5 bins accuracy, MAE of the expected value, Spearman correlation
+    of predicted and true values (median over episodes, and pooled), and the AUROC of the
+    predicted value at each episode's midpoint for telling successes (positive) from failures."""
+    from torchmetrics.functional.classification import binary_auroc
+
+    all_logits = torch.cat(list(logits))
+    true = np.concatenate(list(values))
+    n_bins = all_logits.shape[-1]
+    bins = torch.from_numpy(value_to_bin(true, n_bins))
+    ce = float(torch.nn.functional.cross_entropy(all_logits, bins))
+    top5 = all_logits.topk(min(5, n_bins), dim=-1).indices
+    pred = expected_value(all_logits).numpy()
+    per_episode = []
+    mids, labels = [], []
+    for lg, v, ok in zip(logits, values, success, strict=True):
+        ev = expected_value(lg).numpy()
+        if len(v) > 2 and np.std(v) > 0 and np.std(ev) > 0:
+            per_episode.append(float(spearmanr(ev, v).statistic))
+        mids.append(float(ev[len(ev) // 2]))
+        labels.append(int(bool(ok)))
+    auroc = float("nan")
+    if 0 < sum(labels) < len(labels):
+        auroc = float(binary_auroc(torch.tensor(mids), torch.tensor(labels)))
+    return {
+        "cross_entropy": ce,
+        "top1": float((all_logits.argmax(-1) == bins).float().mean()),
+        "top5": float((top5 == bins[:, None]).any(-1).float().mean()),
+        "within_5_bins": float(((all_logits.argmax(-1) - bins).abs() <= 5).float().mean()),
+        "mae": float(np.mean(np.abs(pred - true))),
+        "spearman_median": float(np.median(per_episode)) if per_episode else float("nan"),
+        "spearman_pooled": float(spearmanr(pred, true).statistic),
+        "midpoint_auroc": auroc,
+    }
