@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import run_vlaexp
 from vlaexp.pipeline.cache import COMPLETE, cached_artifact
 
 
@@ -144,12 +142,8 @@ def test_sim_eval_callback_in_a_short_training_run(
 
 
 def test_quickstart_runs_end_to_end_in_limit_mode(tmp_path: Path) -> None:
-    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run(
+    out = run_vlaexp(
         [
-            sys.executable,
-            "-m",
-            "vlaexp",
             "+experiment=quickstart",
             "debug=limit",
             "logger=csv",
@@ -165,9 +159,6 @@ def test_quickstart_runs_end_to_end_in_limit_mode(tmp_path: Path) -> None:
             "hydra.run.dir=" + str(tmp_path / "run"),
         ],
         cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
         timeout=900,
     )
     assert out.returncode == 0, out.stderr[-4000:]

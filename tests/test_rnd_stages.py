@@ -12,6 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from tests.helpers import run_vlaexp
 from vlaexp.errors import VlaexpError
 
 
@@ -289,17 +290,10 @@ def test_the_eight_model_multirun_trains_one_rnd_per_task_type_and_camera(
     """The README's sweep on the tabletop stand-ins for LIBERO's four suites: one command,
     eight jobs, each recording its suite's demos and training the RND of one (task type x
     camera) pair on the tokens of one policy."""
-    import os
-    import subprocess
-    import sys
 
-    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
     suites = "tabletop_spatial,tabletop_object,tabletop_goal,tabletop_long"
-    out = subprocess.run(
+    out = run_vlaexp(
         [
-            sys.executable,
-            "-m",
-            "vlaexp",
             "-m",
             "+experiment=rnd_spatial_agentview",
             f"task_suite={suites}",
@@ -320,9 +314,6 @@ def test_the_eight_model_multirun_trains_one_rnd_per_task_type_and_camera(
             f"paths.root_dir={tmp_path}",
         ],
         cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
         timeout=1500,
     )
     assert out.returncode == 0, out.stderr[-4000:]
@@ -341,15 +332,10 @@ def test_the_eight_model_multirun_trains_one_rnd_per_task_type_and_camera(
 
 
 def test_rnd_spatial_agentview_offline_fails_clearly_before_building_a_model(tmp_path) -> None:
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run(
-        [sys.executable, "-m", "vlaexp", "+experiment=rnd_spatial_agentview", "logger=csv",
-         "print_config=false", f"paths.root_dir={tmp_path}", f"hydra.run.dir={tmp_path}/run"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    out = run_vlaexp(
+        ["+experiment=rnd_spatial_agentview", "logger=csv", "print_config=false",
+         f"paths.root_dir={tmp_path}", f"hydra.run.dir={tmp_path}/run"],
+        cwd=tmp_path,
     )  # fmt: skip
     assert out.returncode != 0
     said = out.stdout + out.stderr

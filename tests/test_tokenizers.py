@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers import run_vlaexp
 from vlaexp.errors import ConfigError
 from vlaexp.tokenizers.analysis import code_usage, depth_errors
 from vlaexp.tokenizers.dct import DCTSettings, DCTTokenizer, DecodeError, dct_curve
@@ -167,16 +168,9 @@ def test_action_chunks_repeat_the_last_action_and_never_cross_episodes() -> None
 
 def test_tokenizer_fit_experiment_writes_the_analysis(tmp_path) -> None:
     import json
-    import os
-    import subprocess
-    import sys
 
-    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run(
+    out = run_vlaexp(
         [
-            sys.executable,
-            "-m",
-            "vlaexp",
             "+experiment=rvq_tokenizer_tabletop_spatial",
             "data.collect.episodes_per_task=2",
             "data.collect.task_ids=[0,1]",
@@ -192,9 +186,6 @@ def test_tokenizer_fit_experiment_writes_the_analysis(tmp_path) -> None:
             f"hydra.run.dir={tmp_path}/run",
         ],
         cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
         timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]

@@ -87,41 +87,6 @@ class TokenizerConfig:
 
 
 @dataclass
-class RVQTokenizerConfig(TokenizerConfig):
-    """Residual-VQ action tokenizer (``vlaexp.tokenizers.rvq.RVQSettings``)."""
-
-    type: str = "rvq"
-    name: str = "rvq"
-    chunk_size: int = 10
-    action_dim: int = 7
-    latent_steps: int = 1
-    latent_dim: int = 64
-    hidden_dim: int = 256
-    layers: int = 8
-    codebook_size: int = 256
-    decay: float = 0.99
-    kmeans_init: bool = True
-    kmeans_iters: int = 10
-    threshold_ema_dead_code: int = 2
-    quantize_dropout: bool = True
-    commitment_weight: float = 1.0
-    lr: float = 1.0e-3  # Adam, when the tokenizer_fit stage trains it
-
-
-@dataclass
-class DCTTokenizerConfig(TokenizerConfig):
-    """FAST-style DCT baseline (``vlaexp.tokenizers.dct.DCTSettings``)."""
-
-    type: str = "dct"
-    name: str = "dct"
-    chunk_size: int = 10
-    action_dim: int = 7
-    keep: int = 4
-    bits_per_coef: int = 4
-    scale: float = 0.0
-
-
-@dataclass
 class VisionTowerConfig:
     """SigLIP vision encoder (defaults: So400m/14, PaliGemma's, without the pooling head)."""
 

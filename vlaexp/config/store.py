@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from hydra.core.config_store import ConfigStore
 
-from vlaexp.config import policy, schema, sim, training
+from vlaexp.config import policy, schema, sim, tokenizer, training
 
 _SCHEMAS: dict[str, dict[str, type]] = {
     "schema/policy": {"bc": policy.BCConfig, "pi0": policy.Pi0Config, "pi05": policy.Pi05Config},
     "schema/tokenizer": {
         "none": policy.TokenizerConfig,
-        "rvq": policy.RVQTokenizerConfig,
-        "dct": policy.DCTTokenizerConfig,
+        "rvq": tokenizer.RVQTokenizerConfig,
+        "dct": tokenizer.DCTTokenizerConfig,
     },
     "schema/task_suite": {
         "tabletop": sim.TabletopSuiteConfig,

@@ -16,7 +16,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from vlaexp.data.episodes import episode_success, split_episodes
+from vlaexp.data.episodes import episode_ranges, episode_success, split_episodes
 from vlaexp.data.transforms import prepare_images
 from vlaexp.errors import ConfigError, MissingPathError, VlaexpError
 
@@ -276,10 +276,8 @@ class LeRobotDataModule(pl.LightningDataModule):
 
     def _frame_indices(self, episodes: list[int]) -> list[int]:
         """Dataset indices of the frames of ``episodes``, in episode order."""
-        table = self.meta.episodes
-        start = dict(zip(table["episode_index"], table["dataset_from_index"], strict=True))
-        stop = dict(zip(table["episode_index"], table["dataset_to_index"], strict=True))
-        return [i for e in sorted(episodes) for i in range(int(start[e]), int(stop[e]))]
+        ranges = episode_ranges(self.meta)
+        return [i for e in sorted(episodes) for i in ranges[e]]
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         preloaded = isinstance(self.datasets[name], PreloadedDataset)

@@ -20,6 +20,20 @@ def read_episode_records(root: str | Path) -> list[dict] | None:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def episode_ranges(meta) -> dict[int, range]:
+    """``{episode_index: range of its dataset indices}`` from a LeRobotDatasetMetadata."""
+    table = meta.episodes
+    return {
+        int(e): range(int(a), int(b))
+        for e, a, b in zip(
+            table["episode_index"],
+            table["dataset_from_index"],
+            table["dataset_to_index"],
+            strict=True,
+        )
+    }
+
+
 def episode_success(root: str | Path, hf_dataset=None) -> dict[int, bool] | None:
     """``{episode_index: success}`` from the sidecar, else from the ``next.success`` column.
 

@@ -14,9 +14,10 @@ def make_tokenizer(cfg: Any) -> Any:
     from omegaconf import OmegaConf
 
     settings = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
-    kind = settings.pop("type")
-    settings.pop("name", None)
-    settings.pop("lr", None)  # a training setting (tokenizer_fit), not part of the tokenizer
+    from vlaexp.config.tokenizer import GROUP_ONLY
+
+    kind = settings["type"]
+    settings = {k: v for k, v in settings.items() if k not in GROUP_ONLY}
     if kind == "none":
         return None
     if kind == "rvq":

@@ -14,46 +14,18 @@ each failure), never a silently zeroed chunk.
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 from scipy.fft import dct, idct
 
-from vlaexp.errors import ConfigError, VlaexpError
+from vlaexp.config.tokenizer import DCTSettings
+from vlaexp.errors import VlaexpError
 
 
 class DecodeError(VlaexpError):
     """A token sequence that is not a DCT chunk of this tokenizer."""
-
-
-@dataclass
-class DCTSettings:
-    chunk_size: int = 10
-    action_dim: int = 7
-    keep: int = 4  # low-frequency coefficients kept per dimension
-    bits_per_coef: int = 4  # integers in [-(2^(b-1) - 1), 2^(b-1) - 1]
-    scale: float = 0.0  # coefficient per integer step; 0 = sqrt(chunk_size) / levels
-
-    def check(self) -> None:
-        if not 1 <= self.keep <= self.chunk_size:
-            raise ConfigError(f"tokenizer.keep={self.keep} must be in 1..chunk_size")
-        if self.bits_per_coef < 2:
-            raise ConfigError(f"tokenizer.bits_per_coef={self.bits_per_coef} must be >= 2")
-
-    @property
-    def levels(self) -> int:
-        return 2 ** (self.bits_per_coef - 1) - 1
-
-    @property
-    def step(self) -> float:
-        # |x| <= 1 per step bounds an orthonormal DCT coefficient by sqrt(T)
-        return self.scale or math.sqrt(self.chunk_size) / self.levels
-
-    @property
-    def bits(self) -> int:
-        return self.keep * self.action_dim * self.bits_per_coef
 
 
 class DCTTokenizer:

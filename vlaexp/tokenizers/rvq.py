@@ -12,47 +12,24 @@ always keeps the first two layers (``quantize_dropout_cutoff_index=1``).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import itertools
+from dataclasses import asdict
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlaexp.config.tokenizer import RVQSettings
 from vlaexp.errors import ConfigError
 
 
-@dataclass
-class RVQSettings:
-    """What an RVQ tokenizer is; a checkpoint of other settings is refused."""
-
-    chunk_size: int = 10
-    action_dim: int = 7
-    latent_steps: int = 1  # latent vectors per chunk (codes per layer)
-    latent_dim: int = 64
-    hidden_dim: int = 256
-    layers: int = 8
-    codebook_size: int = 256
-    decay: float = 0.99
-    kmeans_init: bool = True
-    kmeans_iters: int = 10
-    threshold_ema_dead_code: int = 2
-    quantize_dropout: bool = True
-    commitment_weight: float = 1.0
-
-    def check(self) -> None:
-        for name in ("chunk_size", "action_dim", "latent_steps", "latent_dim", "layers"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"tokenizer.{name}={getattr(self, name)} must be >= 1")
-        if self.codebook_size < 2:
-            raise ConfigError(f"tokenizer.codebook_size={self.codebook_size} must be >= 2")
-        if self.layers < 2 and self.quantize_dropout:
-            raise ConfigError("quantizer dropout keeps layers 1-2: it needs tokenizer.layers >= 2")
-
-    @property
-    def bits_per_layer(self) -> float:
-        """Bits one layer spends on a chunk: latent_steps codes of log2(codebook_size)."""
-        return self.latent_steps * float(torch.tensor(self.codebook_size).log2())
+def _mlp(dims: list[int]) -> nn.Sequential:
+    """Linear layers of ``dims`` with GELU between them."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(itertools.pairwise(dims)):
+        layers += [nn.Linear(a, b)] + ([nn.GELU()] if i < len(dims) - 2 else [])
+    return nn.Sequential(*layers)
 
 
 class RVQTokenizer(nn.Module):
@@ -71,20 +48,8 @@ class RVQTokenizer(nn.Module):
         self.settings = s
         flat = s.chunk_size * s.action_dim
         out = s.latent_steps * s.latent_dim
-        self.encoder = nn.Sequential(
-            nn.Linear(flat, s.hidden_dim),
-            nn.GELU(),
-            nn.Linear(s.hidden_dim, s.hidden_dim),
-            nn.GELU(),
-            nn.Linear(s.hidden_dim, out),
-        )
-        self.decoder = nn.Sequential(
-            nn.Linear(out, s.hidden_dim),
-            nn.GELU(),
-            nn.Linear(s.hidden_dim, s.hidden_dim),
-            nn.GELU(),
-            nn.Linear(s.hidden_dim, flat),
-        )
+        self.encoder = _mlp([flat, s.hidden_dim, s.hidden_dim, out])
+        self.decoder = _mlp([out, s.hidden_dim, s.hidden_dim, flat])
         self.rvq = ResidualVQ(
             dim=s.latent_dim,
             num_quantizers=s.layers,

@@ -23,7 +23,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
-from vlaexp.data.episodes import split_episodes
+from vlaexp.data.episodes import episode_ranges, split_episodes
 from vlaexp.errors import ConfigError
 from vlaexp.pipeline.context import RunContext
 from vlaexp.tokenizers.rvq import RVQTokenizer
@@ -88,16 +88,7 @@ def _dataset_actions(ctx: RunContext) -> tuple[np.ndarray, dict[int, range], dic
     key = cfg.data.action_key
     ds = LeRobotDataset(meta.repo_id, root=meta.root, video_backend="pyav")
     actions = np.stack(ds.hf_dataset.with_format("numpy")[key]).astype(np.float32)
-    table = meta.episodes
-    ranges = {
-        int(e): range(int(a), int(b))
-        for e, a, b in zip(
-            table["episode_index"],
-            table["dataset_from_index"],
-            table["dataset_to_index"],
-            strict=True,
-        )
-    }
+    ranges = episode_ranges(meta)
     return actions, ranges, meta.stats[key]
 
 
@@ -107,8 +98,10 @@ def fit_stage(ctx: RunContext) -> None:
     tcfg = OmegaConf.to_container(cfg.tokenizer, resolve=True)
     if tcfg.get("type") != "rvq":
         raise ConfigError(f"tokenizer_fit fits tokenizer=rvq, got tokenizer={tcfg.get('type')}")
-    lr = tcfg.pop("lr", 1e-3)
-    settings = {k: v for k, v in tcfg.items() if k not in ("type", "name")}
+    from vlaexp.config.tokenizer import GROUP_ONLY
+
+    lr = tcfg["lr"]
+    settings = {k: v for k, v in tcfg.items() if k not in GROUP_ONLY}
     actions, ranges, stats = _dataset_actions(ctx)
     if actions.shape[1] != settings["action_dim"]:
         raise ConfigError(

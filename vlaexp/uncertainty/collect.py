@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from vlaexp.data.datamodule import open_metadata
-from vlaexp.data.episodes import episode_success
+from vlaexp.data.episodes import episode_ranges, episode_success
 from vlaexp.data.transforms import prepare_images
 from vlaexp.errors import ConfigError, VlaexpError
 from vlaexp.policies.base import image_key
@@ -62,19 +62,6 @@ def _open_scored(
             f"{dataset.root} records no success flag (episodes sidecar or next.success): {why}"
         )
     return dataset, success
-
-
-def _episode_ranges(dataset: Any) -> dict[int, range]:
-    table = dataset.meta.episodes
-    return {
-        int(e): range(int(a), int(b))
-        for e, a, b in zip(
-            table["episode_index"],
-            table["dataset_from_index"],
-            table["dataset_to_index"],
-            strict=True,
-        )
-    }
 
 
 def _check_cameras(dataset: Any, camera_keys: dict[str, str], cameras: list[str]) -> None:
@@ -136,7 +123,7 @@ def collect_demo_tokens(
         cameras,
         "RND trains on successful demonstrations only, so it cannot tell which to use",
     )
-    ranges = _episode_ranges(dataset)
+    ranges = episode_ranges(dataset.meta)
     episodes = sorted(e for e in ranges if success.get(e, False))
     if not episodes:
         raise VlaexpError(f"{dataset.root} has no successful episode to collect tokens from")
@@ -210,7 +197,7 @@ def score_recorded_episodes(
         "detection metrics need to know which episodes failed",
     )
     writer = EpisodeScoreWriter(out, cameras, keep_frames)
-    for e, frames in sorted(_episode_ranges(dataset).items()):
+    for e, frames in sorted(episode_ranges(dataset.meta).items()):
         writer.want_frames(e, group)
         task = ""
         for batch, raw in _frames(

@@ -2,7 +2,7 @@
 
 Every step, all of each camera's tokens go through that camera's RND in one batched pass
 (all running envs at once). One file per episode, ``<out>/<suite>_<task>/
-episode_XXXXX_uncertainty.pt``::
+episode_{index:05d}_uncertainty.pt``::
 
     {"rollout_steps": [{"step": 0, "uncertainty": {"overall": float, "<camera>": float, ...,
                         "spatial_maps": {"<camera>": float32[g, g]}}}, ...],
@@ -10,7 +10,7 @@ episode_XXXXX_uncertainty.pt``::
                   "num_steps", "cameras", "grid", "split", "source"}}
 
 (``spatial_maps`` only when maps are kept). Camera frames of the first episodes of each task
-are kept beside it (``episode_XXXXX_frames.npz``, uint8[T, H, W, 3] per camera) for overlays.
+are kept beside it (``episode_{index:05d}_frames.npz``, uint8[T, H, W, 3] per camera) for overlays.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ class RNDMonitor:
     Args:
         policy: the acting policy; its ``vision_tokens`` are what the RNDs read.
         models: camera -> trained :class:`RND` (on the policy's device).
-        out_dir: where episode files go (``<suite>_<task>/episode_XXXXX_uncertainty.pt``).
+        out_dir: where episode files go (``<suite>_<task>/episode_{index:05d}_uncertainty.pt``).
         suite_name: first part of each episode's group directory.
         split_of: episode row -> split name stored in the metadata ("calib", "val", "test").
         save_maps: keep each step's per-token maps.

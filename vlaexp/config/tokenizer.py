@@ -1,0 +1,91 @@
+"""Settings of the action tokenizers: the dataclasses the tokenizers are built from and the
+structured configs of the `tokenizer` group (the same fields plus the group's type/name), kept
+free of torch so that composing a config imports nothing heavy."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from vlaexp.errors import ConfigError
+
+
+@dataclass
+class RVQSettings:
+    """What an RVQ tokenizer is; a checkpoint of other settings is refused."""
+
+    chunk_size: int = 10
+    action_dim: int = 7
+    latent_steps: int = 1  # latent vectors per chunk (codes per layer)
+    latent_dim: int = 64
+    hidden_dim: int = 256
+    layers: int = 8
+    codebook_size: int = 256
+    decay: float = 0.99  # EMA of the codebooks (vector-quantize-pytorch's default is 0.8)
+    kmeans_init: bool = True
+    kmeans_iters: int = 10
+    threshold_ema_dead_code: int = 2
+    quantize_dropout: bool = True
+    commitment_weight: float = 1.0
+
+    def check(self) -> None:
+        for name in ("chunk_size", "action_dim", "latent_steps", "latent_dim", "layers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"tokenizer.{name}={getattr(self, name)} must be >= 1")
+        if self.codebook_size < 2:
+            raise ConfigError(f"tokenizer.codebook_size={self.codebook_size} must be >= 2")
+        if self.layers < 2 and self.quantize_dropout:
+            raise ConfigError("quantizer dropout keeps layers 1-2: it needs tokenizer.layers >= 2")
+
+    @property
+    def bits_per_layer(self) -> float:
+        """Bits one layer spends on a chunk: latent_steps codes of log2(codebook_size)."""
+        return self.latent_steps * math.log2(self.codebook_size)
+
+
+@dataclass
+class DCTSettings:
+    chunk_size: int = 10
+    action_dim: int = 7
+    keep: int = 4  # low-frequency coefficients kept per dimension
+    bits_per_coef: int = 4  # integers in [-(2^(b-1) - 1), 2^(b-1) - 1]
+    scale: float = 0.0  # coefficient per integer step; 0 = sqrt(chunk_size) / levels
+
+    def check(self) -> None:
+        if not 1 <= self.keep <= self.chunk_size:
+            raise ConfigError(f"tokenizer.keep={self.keep} must be in 1..chunk_size")
+        if self.bits_per_coef < 2:
+            raise ConfigError(f"tokenizer.bits_per_coef={self.bits_per_coef} must be >= 2")
+
+    @property
+    def levels(self) -> int:
+        return 2 ** (self.bits_per_coef - 1) - 1
+
+    @property
+    def step(self) -> float:
+        # |x| <= 1 per step bounds an orthonormal DCT coefficient by sqrt(T)
+        return self.scale or math.sqrt(self.chunk_size) / self.levels
+
+    @property
+    def bits(self) -> int:
+        return self.keep * self.action_dim * self.bits_per_coef
+
+
+@dataclass
+class RVQTokenizerConfig(RVQSettings):
+    """`tokenizer=rvq`: the RVQ settings, and Adam's rate for the tokenizer_fit stage."""
+
+    type: str = "rvq"
+    name: str = "rvq"
+    lr: float = 1.0e-3
+
+
+@dataclass
+class DCTTokenizerConfig(DCTSettings):
+    """`tokenizer=dct`: the FAST-style DCT baseline."""
+
+    type: str = "dct"
+    name: str = "dct"
+
+
+GROUP_ONLY = ("type", "name", "lr")  # config fields that are not tokenizer settings
