@@ -234,3 +234,33 @@ def test_trains_through_the_shared_trainer_and_reloads_offline(
         policy.predict_action_chunk(batch, noise=noise),
         loaded.predict_action_chunk(batch, noise=noise),
     )
+
+
+def test_image_augmentation_is_per_image_training_only_and_spares_wrist_geometry() -> None:
+    from vlaexp.data.transforms import augment_images
+
+    g = torch.Generator().manual_seed(0)
+    img = torch.full((1, 3, 32, 32), -1.0)
+    img[..., 16, 16] = 1.0  # one white pixel on black
+    same = augment_images(img, 1.0, 0.0, 0.0, 0.0, 0.0, generator=g)
+    torch.testing.assert_close(same, img)  # no crop, rotation or jitter: the identity
+    batch = img.repeat(8, 1, 1, 1)
+    out = augment_images(batch, geometric=True, generator=g)
+    assert out.shape == batch.shape and out.min() >= -1 and out.max() <= 1
+    # each image gets its own crop and rotation: the bright spot lands in different places
+    spots = {int(o[0].flatten().argmax()) for o in out}
+    assert len(spots) > 1
+    # colour only: the spot stays where it was in every image, its brightness varies
+    colour = augment_images(batch, geometric=False, generator=g)
+    assert all(int(o[0].flatten().argmax()) == 16 * 32 + 16 for o in colour)
+    assert colour[:, :, 16, 16].std() > 0 or colour.std(dim=0).max() > 0
+
+    policy = tiny("pi05_tiny", "policy.augment.enabled=true")
+    batch = make_batch(b=2)
+    policy.train()
+    images, _ = policy._images(batch)
+    assert not torch.equal(images[0], batch["observation.images.agentview"])
+    policy.eval()  # evaluation and sampling see the images unchanged
+    images, _ = policy._images(batch)
+    assert torch.equal(images[0], batch["observation.images.agentview"])
+    assert torch.equal(images[1], batch["observation.images.wrist"])

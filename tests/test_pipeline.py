@@ -85,6 +85,47 @@ def test_collected_demos_round_trip_with_features_stats_and_flags(
     assert len({r["seed"] for r in records}) == 4
 
 
+def test_collect_in_worker_processes_writes_the_same_dataset_as_in_process(
+    tmp_path: Path,
+) -> None:
+    """data.collect.n_workers only changes how fast demos are recorded, never what is recorded."""
+    import numpy as np
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from omegaconf import OmegaConf
+
+    from vlaexp.config.compose import compose_config
+    from vlaexp.data.collect import collect_demonstrations
+    from vlaexp.data.episodes import read_episode_records
+    from vlaexp.sim.workers import SuiteSpec
+
+    cfg = compose_config(["task_suite=tabletop_spatial", "task_suite.resolution=32"]).task_suite
+    cams = ["agentview", "wrist"]
+    roots = {}
+    for n in (1, 2):
+        spec = SuiteSpec(OmegaConf.to_container(cfg, resolve=True), cams)
+        roots[n] = tmp_path / f"w{n}"
+        summary = collect_demonstrations(
+            spec, roots[n], "test/w", cams, 3, task_ids=[0, 1], use_videos=False, n_workers=n
+        )
+        assert summary["episodes"] == 6
+    a, b = (LeRobotDataset("test/w", root=roots[n]) for n in (1, 2))
+    assert len(a) == len(b) > 6 * 20
+    for key in ("action", "observation.state", "episode_index", "task_index"):
+        np.testing.assert_array_equal(np.stack(a.hf_dataset[key]), np.stack(b.hf_dataset[key]))
+    for i in (0, len(a) // 2, len(a) - 1):
+        for cam in cams:
+            k = f"observation.images.{cam}"
+            assert (a[i][k] == b[i][k]).all()
+    ra, rb = (read_episode_records(roots[n]) for n in (1, 2))
+    assert [r["seed"] for r in ra] == [r["seed"] for r in rb]
+    assert [r["task_id"] for r in rb] == [0, 0, 0, 1, 1, 1]
+    with pytest.raises(ValueError, match="SuiteSpec"):
+        from vlaexp.sim.factory import make_task_suite
+
+        suite = make_task_suite(OmegaConf.to_container(cfg, resolve=True), cams)
+        collect_demonstrations(suite, tmp_path / "x", "test/x", cams, 1, n_workers=2)
+
+
 def test_sim_eval_callback_in_a_short_training_run(
     collected: tuple[Path, dict], tmp_path: Path
 ) -> None:

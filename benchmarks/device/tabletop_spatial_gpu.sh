@@ -1,39 +1,66 @@
 #!/usr/bin/env bash
 # experiments/tabletop_spatial on the GPU machine (device tool): collect, then train Pi0.5 and
 # Pi0 (small widths) side by side on the one GPU, evaluate each in closed loop. Prepare here:
-#   .whl/run: hydra-core, omegaconf, antlr4 (pip wheel), lerobot 0.4.4, datasets, dill,
-#             multiprocess, typing-extensions, av, mujoco, PyOpenGL (Python 3.12 wheels)
-#   .whl/np:  numpy 2.2.6 (datasets cannot write LeRobot's shape-(1,) features under the
-#             image's numpy 2.5)     .gl: the glvnd loader debs (benchmarks/device/tabletop_gpu.sh)
-# The two wheel sets together pass the 64 MiB a call carries: install .whl/run (and unpack .gl)
-# in one call, then run this in the next one with .whl/np carried, while the machine is warm:
-#   pip install --no-index --no-deps --target /tmp/site .whl/run/*.whl   (call 1)
-#   bash benchmarks/device/tabletop_spatial_gpu.sh "[0,1]" 00:00:07:00 16000   (call 2)
+#   .whl/gpu: hydra-core, omegaconf, antlr4 (pip wheel), lerobot 0.4.4, datasets, dill,
+#             multiprocess, typing-extensions, mujoco, PyOpenGL and numpy 2.2.6 (datasets
+#             cannot write LeRobot's shape-(1,) features under the image's numpy 2.5); Python
+#             3.12 wheels, 29 MB together, so one call carries them (carry: .whl/gpu, .gl)
+#   .gl:      the glvnd loader debs (benchmarks/device/tabletop_gpu.sh)
+# PyAV's 40 MB wheel would not fit beside them. LeRobot imports `av` when it loads, and this
+# run records and reads PNG frames only (use_videos=false), so a stand-in module that fails
+# loudly on any use takes its place.
+#   bash benchmarks/device/tabletop_spatial_gpu.sh "[0,1]" 00:00:07:00 16000
 # Each policy trains in a fixed run dir (/tmp/runs/<policy>): a later call on the same warm
 # machine resumes it from its last checkpoint (resume=true) with a larger MAX_TIME (Lightning's
 # timer counts the time of earlier calls too), then evaluates again.
 #   POLICIES="pi05_small" KILL_S=560 bash benchmarks/device/tabletop_spatial_gpu.sh ...
-# EXTRA adds overrides to the training jobs, e.g. the RND stages after evaluation:
-#   EXTRA="stages=[collect,train,eval,rnd_collect,rnd_train,rnd_score,rnd_detect,rnd_visualize,report]"
+# EXTRA adds overrides to every training job, EXTRA_<policy> to that policy's alone, e.g. the
+# RND stages after evaluation:
+#   EXTRA_pi0_small="stages=[collect,train,eval,rnd_collect,rnd_train,rnd_score,rnd_detect,rnd_visualize,report]"
 set -u -o pipefail
 TASKS=${1:-"[0,1]"} MAX_TIME=${2:-00:00:07:00} MAX_STEPS=${3:-16000}
 POLICIES=${POLICIES:-"pi05_small pi0_small"} KILL_S=${KILL_S:-560} EVAL_EPISODES=${EVAL_EPISODES:-20}
-EXTRA=${EXTRA:-}
-test -d /tmp/site/lerobot || { echo "install .whl/run into /tmp/site first"; exit 3; }
-test -d /tmp/np/numpy || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/np .whl/np/*.whl || exit 1
+EXTRA=${EXTRA:-} EPISODES=${EPISODES:-150} COLLECT_S=${COLLECT_S:-300}
+S=$(date +%s)
+if ! test -d /tmp/site/lerobot; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/gpu/*.whl || exit 1
+  mkdir -p /tmp/site/av && cat > /tmp/site/av/__init__.py <<'PY'
+"""Stand-in for PyAV on the GPU machine: LeRobot imports av when it loads; PNG-frame datasets never use it."""
+import logging as _logging
+
+
+class _Logging:
+    WARNING, ERROR = _logging.WARNING, _logging.ERROR
+
+    @staticmethod
+    def restore_default_callback():
+        pass
+
+    @staticmethod
+    def set_level(*_):
+        pass
+
+
+logging = _Logging()
+
+
+def __getattr__(name):  # ImportError: torchvision.io treats PyAV as absent on it
+    raise ImportError(f"av.{name}: PyAV is not installed here (this run uses PNG frames only)")
+PY
+fi
 test -d /tmp/gl/usr || { mkdir -p /tmp/gl && for f in .gl/*.deb; do dpkg -x "$f" /tmp/gl; done; }
 # two jobs and their spawned loader workers on 16 cores: without a thread cap, OpenMP
 # oversubscription stalled training to seconds per step
 export OMP_NUM_THREADS=4 PYTHONUNBUFFERED=1 MUJOCO_GL=egl WANDB_MODE=disabled
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONFAULTHANDLER=1
-export PYTHONPATH=/tmp/np:/tmp/site:$PWD LD_LIBRARY_PATH=/tmp/gl/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+export PYTHONPATH=/tmp/site:$PWD LD_LIBRARY_PATH=/tmp/gl/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
 export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
-OUT=${OUT:-/tmp/out}; R=/tmp/runs; mkdir -p $R $OUT; S=$(date +%s)
+OUT=${OUT:-/tmp/out}; R=/tmp/runs; mkdir -p $R $OUT
 COMMON="+experiment=tabletop_spatial paths.root_dir=$R print_config=false data.collect.use_videos=false
  trainer.log_every_n_steps=50 eval.n_videos=0 data.collect.task_ids=$TASKS eval.task_ids=$TASKS
- eval.n_episodes=$EVAL_EPISODES"
-timeout 200 python3 -m vlaexp $COMMON "stages=[collect]" 2>&1 | grep -E "expert successes|Built|rror"
-echo "collect done after $(( $(date +%s) - S )) s"
+ eval.n_episodes=$EVAL_EPISODES data.collect.episodes_per_task=$EPISODES"
+timeout $COLLECT_S python3 -m vlaexp $COMMON "stages=[collect]" 2>&1 | grep -E "expert successes|Built|rror"
+echo "install + collect done after $(( $(date +%s) - S )) s"
 # No periodic all-thread stack dumps (faulthandler.dump_traceback_later): in attempts 3 and 4
 # both jobs segfaulted while a dump was being written, the last dump cut off mid-frame.
 # the kill limit counts from here, but the call's 600 s count from its start: collect's time
@@ -42,18 +69,25 @@ LEFT=$(( ${CALL_S:-590} - ($(date +%s) - S) )); test $KILL_S -gt $LEFT && KILL_S
 echo "training jobs get $KILL_S s"
 for p in $POLICIES; do
   RESUME=false; test -e $R/$p/checkpoints/last && RESUME=true
+  MINE=EXTRA_$p
   timeout -s KILL $KILL_S python3 -m vlaexp $COMMON policy=$p hydra.run.dir=$R/$p \
-    resume=$RESUME trainer.max_time=$MAX_TIME trainer.max_steps=$MAX_STEPS $EXTRA >> $R/$p.log 2>&1 &
+    resume=$RESUME trainer.max_time=$MAX_TIME trainer.max_steps=$MAX_STEPS $EXTRA ${!MINE:-} >> $R/$p.log 2>&1 &
 done; wait
 echo "train+eval done after $(( $(date +%s) - S )) s"
+# what comes back: one tar.gz per policy ($OUT returns at most 8 files): its log, metrics,
+# eval_info.json and, when the RND stages ran, their scores summary, detection and plots
 for p in $POLICIES; do
-  cp $R/$p.log $OUT/; cp $R/$p/csv/metrics.csv $OUT/${p}_metrics.csv
-  cp $R/$p/eval/eval_info.json $OUT/${p}_eval_info.json && python3 -c \
-    "import json; d=json.load(open('$OUT/${p}_eval_info.json')); print('$p', d['aggregated'], d['per_task'], d['failure_modes'])"
-  tail -c 1500 $R/$p.log | grep -v Warning
+  B=/tmp/back/$p; rm -rf $B; mkdir -p $B
+  cp $R/$p.log $B/; cp $R/$p/csv/metrics.csv $B/${p}_metrics.csv
+  cp $R/$p/eval/eval_info.json $B/${p}_eval_info.json && python3 -c \
+    "import json; d=json.load(open('$B/${p}_eval_info.json')); print('$p', d['aggregated'], d['per_task'], d['failure_modes'])"
+  grep -aoE "val/loss: [0-9.]+" $R/$p.log | tail -1
+  tail -c 1500 $R/$p.log | grep -av Warning
   if test -d $R/$p/uncertainty; then  # the RND stages ran: scores summary, detection, plots
-    mkdir -p $OUT/${p}_uncertainty && cp $R/$p/uncertainty/*.json $R/$p/uncertainty/*.md $OUT/${p}_uncertainty/ 2>/dev/null
-    cp -r $R/$p/uncertainty/verification $OUT/${p}_uncertainty/ 2>/dev/null; find $OUT/${p}_uncertainty -name 'timestep_*' ! -name 'timestep_0[04]0_*' -delete
+    mkdir -p $B/uncertainty && cp $R/$p/uncertainty/*.json $R/$p/uncertainty/*.md $B/uncertainty/ 2>/dev/null
+    cp -r $R/$p/uncertainty/verification $B/uncertainty/ 2>/dev/null
+    find $B/uncertainty -name 'timestep_*' ! -name 'timestep_0[04]0_*' -delete
     cat $R/$p/uncertainty/detection.md 2>/dev/null
   fi
+  tar -czf $OUT/$p.tar.gz -C /tmp/back $p
 done

@@ -15,6 +15,9 @@ class CollectConfig:
     seed_offset: int = 0  # shifts the training seeds (never overlaps the eval seeds)
     use_videos: bool = True  # mp4 per camera (compact) instead of PNG frames
     keep_failures: bool = True  # failed episodes are kept and flagged `success=False`
+    # Env processes the expert's episodes roll out in (spawned); the dataset does not depend
+    # on it (episodes are written in seed order), so it is left out of the cache key.
+    n_workers: int = 1
 
 
 @dataclass

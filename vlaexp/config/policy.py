@@ -87,6 +87,23 @@ class TokenizerConfig:
 
 
 @dataclass
+class ImageAugmentConfig:
+    """Training-time image augmentation, openpi's recipe for Pi0: each image gets its own
+    random crop (``crop_scale`` of each side, resized back) and rotation (up to
+    ``rotate_deg``), except cameras named in ``no_geometric`` (the wrist view: openpi skips
+    any camera whose key holds "wrist"); every image gets colour jitter (brightness,
+    contrast, saturation factors drawn from 1 +- the value). Never applied at evaluation."""
+
+    enabled: bool = False
+    crop_scale: float = 0.95
+    rotate_deg: float = 5.0
+    brightness: float = 0.3
+    contrast: float = 0.4
+    saturation: float = 0.5
+    no_geometric: list[str] = field(default_factory=lambda: ["wrist"])
+
+
+@dataclass
 class VisionTowerConfig:
     """SigLIP vision encoder (defaults: So400m/14, PaliGemma's, without the pooling head)."""
 
@@ -156,6 +173,7 @@ class Pi0Config(PolicyConfig):
     min_period: float = 4e-3  # sin-cos time embedding
     max_period: float = 4.0
     mask_padded_actions: bool = True  # leave actions past an episode's end out of the loss
+    augment: ImageAugmentConfig = field(default_factory=ImageAugmentConfig)
     # Parameter storage: bfloat16 keeps the vision embeddings and every norm in float32 (as
     # LeRobot/openpi do); vision_fp32 keeps the whole vision tower in float32.
     dtype: str = "float32"

@@ -18,7 +18,8 @@ import numpy as np
 
 from vlaexp.data.episodes import EPISODES_SIDECAR
 from vlaexp.sim.base import ACTION_DIM, STATE_DIM, TaskSuite
-from vlaexp.sim.rollout import Episode, rollout
+from vlaexp.sim.rollout import Episode
+from vlaexp.sim.workers import SuiteSpec
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class EpisodeRecorder:
 
 
 def collect_demonstrations(
-    suite: TaskSuite,
+    suite: TaskSuite | SuiteSpec,
     root: str | Path,
     repo_id: str,
     cameras: list[str],
@@ -112,41 +113,60 @@ def collect_demonstrations(
     use_videos: bool = True,
     keep_failures: bool = True,
     task_ids: list[int] | None = None,
+    n_workers: int = 1,
 ) -> dict[str, Any]:
     """Record ``episodes_per_task`` expert episodes of every task into a new dataset at ``root``.
 
-    Seeds come from ``suite.train_seeds`` (disjoint from the evaluation seeds). Returns a
-    summary: episodes written, successes, per-task expert success rate.
+    Seeds come from ``suite.train_seeds`` (disjoint from the evaluation seeds). The expert
+    acts in the SimRunner's env workers: ``n_workers`` > 1 rolls episodes out in that many
+    spawned processes (needs a :class:`SuiteSpec`, whose config they build the suite from),
+    while this process writes them in seed order as they finish, so the dataset is the
+    same whatever ``n_workers`` is. Returns a summary: episodes written, successes,
+    per-task expert success rate.
     """
-    recorder = EpisodeRecorder(root, repo_id, suite.fps, cameras, suite.resolution, use_videos)
-    per_task: dict[int, list[bool]] = {}
-    perturbation = dataclasses.asdict(suite.perturbation) if hasattr(suite, "perturbation") else {}
-    task_ids = list(suite.task_ids) if task_ids is None else list(task_ids)
-    unknown = sorted(set(task_ids) - set(suite.task_ids))
+    from vlaexp.sim.actors import ScriptedExpert
+    from vlaexp.sim.runner import SimRunner
+
+    spec = suite if isinstance(suite, SuiteSpec) else SuiteSpec(None, cameras, suite=suite)
+    if n_workers > 1 and spec.config is None:
+        raise ValueError("n_workers > 1 needs a SuiteSpec with the suite's config to build it")
+    built = spec.build()
+    task_ids = list(built.task_ids) if task_ids is None else list(task_ids)
+    unknown = sorted(set(task_ids) - set(built.task_ids))
     if unknown:
         raise ValueError(
-            f"data.collect.task_ids {unknown} not in suite '{suite.name}' (valid: {suite.task_ids})"
+            f"data.collect.task_ids {unknown} not in suite '{built.name}' (valid: {built.task_ids})"
         )
-    for task_id in task_ids:
-        with suite.make_env(task_id) as env:
-            expert = suite.make_expert(env)
-            for seed in suite.train_seeds(task_id, episodes_per_task, seed_offset):
-                ep = rollout(env, expert.act, seed, after_reset=expert.reset)
-                per_task.setdefault(task_id, []).append(ep.success)
-                if not ep.success and not keep_failures:
-                    continue
-                recorder.add(
-                    ep,
-                    failure_mode=None if ep.success else env.failure_mode(),
-                    expert_fault=getattr(expert, "fault", None),
-                    perturbation=perturbation,
-                )
-        log.info(
-            "task %d: %d/%d expert successes",
-            task_id,
-            sum(per_task[task_id]),
-            len(per_task[task_id]),
-        )
+    recorder = EpisodeRecorder(root, repo_id, built.fps, cameras, built.resolution, use_videos)
+    perturbation = dataclasses.asdict(built.perturbation) if hasattr(built, "perturbation") else {}
+    per_task: dict[int, list[bool]] = {t: [] for t in task_ids}
+
+    def record(ep: Episode, row: dict[str, Any]) -> None:
+        per_task[ep.task_id].append(ep.success)
+        if ep.success or keep_failures:
+            recorder.add(
+                ep,
+                failure_mode=row["failure_mode"],
+                expert_fault=row.get("expert_fault"),
+                perturbation=perturbation,
+            )
+        if len(per_task[ep.task_id]) == episodes_per_task:
+            log.info(
+                "task %d: %d/%d expert successes",
+                ep.task_id,
+                sum(per_task[ep.task_id]),
+                episodes_per_task,
+            )
+
+    SimRunner(
+        spec,
+        None,
+        task_ids=task_ids,
+        n_videos=0,
+        n_envs=n_workers,
+        seeds={t: built.train_seeds(t, episodes_per_task, seed_offset) for t in task_ids},
+        episode_sink=record,
+    ).run(ScriptedExpert())
     recorder.finalize()
     return {
         "episodes": len(recorder.records),

@@ -36,6 +36,58 @@ def prepare_images(images: torch.Tensor, size: int) -> torch.Tensor:
     return resize_with_pad(images.clamp(0.0, 1.0), size) * 2.0 - 1.0
 
 
+def augment_images(
+    images: torch.Tensor,
+    crop_scale: float = 0.95,
+    rotate_deg: float = 5.0,
+    brightness: float = 0.3,
+    contrast: float = 0.4,
+    saturation: float = 0.5,
+    geometric: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """openpi's training augmentation of Pi0 images, with parameters drawn per image.
+
+    float[B, 3, S, S] in [-1, 1] -> the same. ``geometric``: a random crop of ``crop_scale``
+    of each side at a random place, resized back to S, and a rotation by up to
+    ``rotate_deg`` degrees (one bilinear resampling; what falls outside is black). Then
+    colour jitter: brightness, contrast (around the image's mean grey) and saturation
+    (around each pixel's grey), each factor uniform in 1 +- its value, clamped to [0, 1].
+
+    Hand-written on ``affine_grid``: torchvision's v2 transforms draw one set of parameters
+    per call, so per-image parameters would need a Python loop over the batch (hundreds of
+    small kernels on a GPU per step); here the whole batch is a few batched ops.
+    """
+    b = images.shape[0]
+    dev = images.device
+
+    def uniform(spread: float) -> torch.Tensor:
+        u = torch.rand(b, device=dev, generator=generator) * 2.0 - 1.0
+        return 1.0 + spread * u
+
+    x = (images.float() + 1.0) / 2.0
+    if geometric:
+        angle = torch.deg2rad(
+            (torch.rand(b, device=dev, generator=generator) * 2.0 - 1.0) * rotate_deg
+        )
+        # affine_grid maps output coordinates in [-1, 1] to input ones: a crop of side
+        # `crop_scale` centred at `shift` (inside the image), rotated by `angle`
+        shift = (torch.rand(b, 2, device=dev, generator=generator) * 2.0 - 1.0) * (1.0 - crop_scale)
+        cos, sin = torch.cos(angle) * crop_scale, torch.sin(angle) * crop_scale
+        theta = torch.stack(
+            [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
+        )
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    x = (x * uniform(brightness).view(b, 1, 1, 1)).clamp(0.0, 1.0)
+    grey = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
+    mean = grey.mean(dim=(2, 3), keepdim=True)
+    x = ((x - mean) * uniform(contrast).view(b, 1, 1, 1) + mean).clamp(0.0, 1.0)
+    grey = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
+    x = ((x - grey) * uniform(saturation).view(b, 1, 1, 1) + grey).clamp(0.0, 1.0)
+    return (x * 2.0 - 1.0).to(images.dtype)
+
+
 def hwc_uint8_to_chw_float(image: np.ndarray) -> torch.Tensor:
     """uint8[H, W, 3] (a simulator frame) -> float[3, H, W] in [0, 1] (a dataset frame)."""
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:

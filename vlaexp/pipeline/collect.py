@@ -11,7 +11,7 @@ import vlaexp
 from vlaexp.data.collect import collect_demonstrations
 from vlaexp.pipeline.cache import cached_artifact
 from vlaexp.pipeline.context import RunContext
-from vlaexp.sim.factory import make_task_suite
+from vlaexp.sim.workers import SuiteSpec
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +30,18 @@ def collect_stage(ctx: RunContext) -> None:
         "vlaexp": vlaexp.__version__,
         "task_suite": OmegaConf.to_container(cfg.task_suite, resolve=True),
         "cameras": cameras,
-        "collect": OmegaConf.to_container(cfg.data.collect, resolve=True),
+        "collect": {
+            k: v
+            for k, v in OmegaConf.to_container(cfg.data.collect, resolve=True).items()
+            if k != "n_workers"  # how many processes record it does not change the dataset
+        },
     }
 
     def build(tmp):
-        suite = make_task_suite(cfg.task_suite, cameras)
+        spec = SuiteSpec(OmegaConf.to_container(cfg.task_suite, resolve=True), cameras)
         c = cfg.data.collect
         return collect_demonstrations(
-            suite,
+            spec,
             tmp,
             repo_id=f"vlaexp/{cfg.task_suite.name}",
             cameras=cameras,
@@ -46,6 +50,7 @@ def collect_stage(ctx: RunContext) -> None:
             use_videos=c.use_videos,
             keep_failures=c.keep_failures,
             task_ids=c.task_ids,
+            n_workers=c.n_workers,
         )
 
     root = cached_artifact(cfg.paths.cache_dir, "datasets", spec, build, label=cfg.task_suite.name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -53,7 +54,7 @@ class SimRunner:
 
     Args:
         spec: how to build the suite (config + cameras); workers build their own copy.
-        output_dir: where ``eval_info.json`` and ``videos/`` go.
+        output_dir: where ``eval_info.json`` and ``videos/`` go (None: nothing is written).
         n_episodes: episodes per task, the first seeds of ``suite.eval_seeds(task)``.
         task_ids: tasks to run (None = all).
         n_videos: how many of the first episodes are saved as mp4.
@@ -62,12 +63,16 @@ class SimRunner:
         keep_episodes: keep every episode (observations included) in ``self.episodes``,
             e.g. to record policy rollouts as a dataset.
         monitor: optional :class:`StepMonitor` (e.g. runtime RND uncertainty scoring).
+        seeds: explicit seeds per task (e.g. the training seeds the collect stage records)
+            instead of the first ``n_episodes`` evaluation seeds.
+        episode_sink: called with each finished episode (observations kept) and its row as
+            it completes, instead of holding every episode in memory (recording demos).
     """
 
     def __init__(
         self,
         spec: SuiteSpec,
-        output_dir: str | Path,
+        output_dir: str | Path | None,
         n_episodes: int = 10,
         task_ids: list[int] | None = None,
         n_videos: int = 2,
@@ -75,10 +80,12 @@ class SimRunner:
         n_envs: int = 1,
         keep_episodes: bool = False,
         monitor: StepMonitor | None = None,
+        seeds: dict[int, list[int]] | None = None,
+        episode_sink: Callable[[Episode, dict[str, Any]], None] | None = None,
     ) -> None:
         self.spec = spec
         self.suite = spec.build()  # metadata only; simulators are built by the workers
-        self.output_dir = Path(output_dir)
+        self.output_dir = None if output_dir is None else Path(output_dir)
         self.n_episodes = n_episodes
         self.task_ids = list(task_ids) if task_ids is not None else list(self.suite.task_ids)
         unknown = sorted(set(self.task_ids) - set(self.suite.task_ids))
@@ -88,14 +95,20 @@ class SimRunner:
             )
         if n_envs < 1:
             raise ValueError(f"eval.n_envs must be >= 1, got {n_envs}")
+        if output_dir is None and n_videos:
+            raise ValueError("n_videos > 0 needs an output_dir to write the videos to")
         self.n_videos = n_videos
         self.max_steps = max_steps
         self.n_envs = n_envs
         self.keep_episodes = keep_episodes
         self.monitor = monitor
+        self.seeds = seeds
+        self.episode_sink = episode_sink
         self.episodes: list[Episode] = []
 
     def _jobs(self) -> list[tuple[int, int]]:
+        if self.seeds is not None:
+            return [(t, s) for t in self.task_ids for s in self.seeds[t]]
         return [(t, s) for t in self.task_ids for s in self.suite.eval_seeds(t)[: self.n_episodes]]
 
     def run(self, policy: SimPolicy | ScriptedExpert) -> dict[str, float]:
@@ -115,8 +128,12 @@ class SimRunner:
             for first in range(0, len(jobs), n_workers):
                 batch = jobs[first : first + n_workers]
                 episodes = self._run_batch(workers[: len(batch)], batch, policy, expert, first)
-                for ix, (ep, mode, seconds) in enumerate(episodes, start=first):
+                for ix, (ep, mode, seconds, fault) in enumerate(episodes, start=first):
                     rows.append(self._row(ix, ep, mode, seconds))
+                    if expert:
+                        rows[-1]["expert_fault"] = fault
+                    if self.episode_sink is not None:
+                        self.episode_sink(ep, rows[-1])
                     if self.monitor is not None:
                         self.monitor.on_episode_end(rows[-1])
                     if ix < self.n_videos:
@@ -140,8 +157,9 @@ class SimRunner:
         policy: Any,
         expert: bool,
         first: int,
-    ) -> list[tuple[Episode, str | None, float]]:
-        """Run one episode per worker in lockstep; (episode, failure mode, seconds) each."""
+    ) -> list[tuple[Episode, str | None, float, str | None]]:
+        """Run one episode per worker in lockstep; (episode, failure mode, seconds, the
+        scripted expert's fault or None) each."""
         t0 = time.time()
         for w, (task_id, seed) in zip(workers, batch, strict=True):
             w.send("reset", task_id, seed, expert)
@@ -153,7 +171,10 @@ class SimRunner:
             Episode(seed=seed, task_id=t, instruction=i)
             for (t, seed), i in zip(batch, instructions, strict=True)
         ]
-        keep = [self.keep_episodes or first + i < self.n_videos for i in range(len(batch))]
+        keep = [
+            self.keep_episodes or self.episode_sink is not None or first + i < self.n_videos
+            for i in range(len(batch))
+        ]
         active = list(range(len(batch)))
         if not expert:
             policy.reset()  # a stale action queue from the last episode ruins the next
@@ -188,11 +209,14 @@ class SimRunner:
         seconds = (time.time() - t0) / len(batch)
         out = []
         for i, ep in enumerate(eps):
-            mode = None
+            mode = fault = None
             if not ep.success:
                 workers[i].send("failure_mode")
                 mode = workers[i].recv()
-            out.append((ep, mode, seconds))
+            if expert:
+                workers[i].send("expert_fault")
+                fault = workers[i].recv()
+            out.append((ep, mode, seconds, fault))
         return out
 
     @staticmethod
@@ -228,6 +252,8 @@ class SimRunner:
     def _write_info(
         self, rows: list[dict[str, Any]], metrics: dict[str, float], videos: list[str]
     ) -> None:
+        if self.output_dir is None:
+            return
         modes: dict[str, int] = {}
         for r in rows:
             if r["failure_mode"]:

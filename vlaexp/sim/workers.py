@@ -79,6 +79,10 @@ class _EnvSlot:
         assert self.env is not None
         return self.env.failure_mode()
 
+    def expert_fault(self) -> str | None:
+        """The fault the scripted expert was given this episode (suites with faults), else None."""
+        return getattr(self.expert, "fault", None)
+
     def close(self) -> None:
         if self.env is not None:
             self.env.close()

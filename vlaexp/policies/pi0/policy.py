@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from vlaexp.config.policy import Pi0Config, Pi05Config
+from vlaexp.data.transforms import augment_images
 from vlaexp.errors import ConfigError
 from vlaexp.policies.base import ACTION, STATE, VLAPolicy, image_key
 from vlaexp.policies.pi0.model import CudaGraphSampler, Pi0Model, compile_sampling
@@ -175,7 +176,19 @@ class Pi0Policy(VLAPolicy):
                     f"{image_key(cam)} is {tuple(img.shape[-2:])}, the policy takes {size}x{size} "
                     "(prepare images with data.transforms.prepare_images at policy.image_size)"
                 )
-            images.append(img.float())
+            img = img.float()
+            aug = self.config.augment
+            if self.training and aug.enabled:
+                img = augment_images(
+                    img,
+                    aug.crop_scale,
+                    aug.rotate_deg,
+                    aug.brightness,
+                    aug.contrast,
+                    aug.saturation,
+                    geometric=cam not in aug.no_geometric,
+                )
+            images.append(img)
             masks.append(torch.ones(img.shape[0], dtype=torch.bool, device=img.device))
         return images, masks
 
