@@ -8,7 +8,9 @@ bfloat16 weights with float32 norms under bf16 autocast, batch 32, two 224x224 c
 text tokens, chunk 50, fused AdamW. Training is timed eager and with ``torch.compile``
 (optionally with gradient checkpointing; ``compiled_budget`` with torch's activation memory
 budget, which recomputes the cheapest activations); FLOPs are counted once, eager, with
-``FlopCounterMode``; MFU is counted FLOPs / time / 989 TFLOP/s (H100/H200 dense bf16).
+``FlopCounterMode``, on the published shapes (before ``--pad-vision-mlp`` pads SigLIP's MLP
+width with zero weights, work that is not counted); MFU is counted FLOPs / time / 989
+TFLOP/s (H100/H200 dense bf16).
 One chunk (batch 1, prefix + ``num_inference_steps`` Euler steps over the KV cache) is
 timed eager, replayed as one captured CUDA graph (``CudaGraphSampler``, what the policy uses
 on a GPU), and with the prefix pass and denoising step compiled before the capture
@@ -36,6 +38,7 @@ from vlaexp.config.policy import GemmaStackConfig, Pi0Config, Pi05Config, Vision
 from vlaexp.policies.pi0 import gemma
 from vlaexp.policies.pi0.model import CudaGraphSampler, compile_sampling, uncompile_sampling
 from vlaexp.policies.pi0.policy import Pi0Policy
+from vlaexp.policies.pi0.vision import pad_mlp_width
 
 PEAK_TFLOPS = 989.0
 
@@ -114,11 +117,13 @@ def train_figures(policy: Pi0Policy, args, device, mode: str) -> dict:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    flops = None
-    if not compiled:
+    if mode == "count":  # one eager step under the FLOP counter
         with FlopCounterMode(display=False) as counter:
             step()
-        flops = counter.get_total_flops()
+        model.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return {"tflop_per_step": counter.get_total_flops() / 1e12}
     for _ in range(args.warmup):
         step()
     if device.type == "cuda":
@@ -126,8 +131,6 @@ def train_figures(policy: Pi0Policy, args, device, mode: str) -> dict:
     times = timed(step, args.steps, device)
     med = statistics.median(times)
     out = {"step_s_median": med, "step_s_all": times, "samples_per_s": args.batch / med}
-    if flops is not None:
-        out["tflop_per_step"] = flops / 1e12
     if device.type == "cuda":
         out["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 1e9
     model.zero_grad(set_to_none=True)
@@ -270,6 +273,12 @@ def main() -> int:
         default=None,
         help="torch._functorch activation_memory_budget for the compiled_budget training mode",
     )
+    parser.add_argument(
+        "--pad-vision-mlp",
+        type=int,
+        default=0,
+        help="pad SigLIP's MLP width to a multiple of this with zero weights (4304 -> 4352 at 128)",
+    )
     parser.add_argument("--tiny", action="store_true", help="tiny widths, for a smoke run")
     parser.add_argument(
         "--name", default=None, help="results file name (default pi0_speed_<variant>)"
@@ -286,20 +295,26 @@ def main() -> int:
     n_params = sum(p.numel() for p in policy.model.parameters())
     train: dict = {}
     infer: dict = {}
+    flops = (
+        train_figures(policy, args, device, "count")["tflop_per_step"] if args.train_modes else None
+    )
+    if args.pad_vision_mlp:
+        width = pad_mlp_width(policy.model.vision_tower, args.pad_vision_mlp)
+        print(f"SigLIP MLP width {policy.config.vision.mlp_dim} padded to {width}", flush=True)
     for mode in args.train_modes:
         try:
             train[mode] = train_figures(policy, args, device, mode)
         except Exception as e:  # recorded, so one failing mode does not lose the others
             train[mode] = {"error": f"{type(e).__name__}: {e}"}
         print(mode, {k: v for k, v in train[mode].items() if k != "step_s_all"}, flush=True)
-        report(args, policy, device, n_params, train, infer)
+        report(args, policy, device, n_params, flops, train, infer)
     for mode in args.infer_modes:
         try:
             infer[mode] = chunk_latency(policy, args, device, mode)
         except Exception as e:
             infer[mode] = {"error": f"{type(e).__name__}: {e}"}
         print(mode, infer[mode], flush=True)
-        report(args, policy, device, n_params, train, infer)
+        report(args, policy, device, n_params, flops, train, infer)
     return 0
 
 
@@ -312,10 +327,12 @@ def _rows(results: dict, n_cols: int, cells) -> list[str]:
     return rows
 
 
-def report(args, policy: Pi0Policy, device, n_params: int, train: dict, infer: dict) -> None:
-    """Write the results so far (JSON + Markdown)."""
-    flops = train.get("eager", {}).get("tflop_per_step")
+def report(
+    args, policy: Pi0Policy, device, n_params: int, flops: float | None, train: dict, infer: dict
+) -> None:
+    """Write the results so far (JSON + Markdown); ``flops``: TFLOP per training step."""
     for r in train.values():
+        r["tflop_per_step"] = flops
         if flops and "step_s_median" in r:
             r["tflop_s"] = flops / r["step_s_median"]
             r["mfu"] = r["tflop_s"] / PEAK_TFLOPS
@@ -329,7 +346,9 @@ def report(args, policy: Pi0Policy, device, n_params: int, train: dict, infer: d
         )
         + f", batch {args.batch}, two "
         f"{policy.config.image_size}px cameras, {args.text} text tokens, chunk {args.chunk}, fused AdamW"
-        f"{', gradient checkpointing' if args.grad_ckpt else ''}; device {device}.",
+        f"{', gradient checkpointing' if args.grad_ckpt else ''}"
+        f"{f', SigLIP MLP padded to a multiple of {args.pad_vision_mlp}' if args.pad_vision_mlp else ''}"
+        f"; device {device}.",
         "",
         "| training | step s (median) | samples/s | TFLOP/step | TFLOP/s | MFU (of 989) | peak GB |",
         "|---|---|---|---|---|---|---|",

@@ -264,3 +264,39 @@ def test_image_augmentation_is_per_image_training_only_and_spares_wrist_geometry
     images, _ = policy._images(batch)
     assert torch.equal(images[0], batch["observation.images.agentview"])
     assert torch.equal(images[1], batch["observation.images.wrist"])
+
+
+def test_padded_vision_mlp_is_the_same_function_trains_the_same_and_saves_published_shapes(
+    tmp_path: Path,
+) -> None:
+    torch.manual_seed(0)
+    plain = tiny("pi0_tiny")
+    padded = tiny("pi0_tiny", "policy.vision.mlp_pad_multiple=128")
+    fc1 = padded.model.vision_tower.vision_model.encoder.layers[0].mlp.fc1
+    assert fc1.weight.shape == (256, 96)  # 192 -> 256
+    padded.load_state_dict(plain.state_dict())  # published shapes in, padded with zeros
+    assert {k: v.shape for k, v in padded.state_dict().items()} == {
+        k: v.shape for k, v in plain.state_dict().items()
+    }
+    batch = make_batch(b=2)
+    torch.testing.assert_close(fixed_loss(padded, batch), fixed_loss(plain, batch))
+    # one step on each (SGD: Adam would blow the ~1e-9 noise of the key bias's zero gradient
+    # up to a full step): the padding gets zero gradients and the two stay the same function
+    for policy in (plain, padded):
+        opt = torch.optim.SGD(policy.parameters(), lr=0.1, weight_decay=0.1)
+        torch.manual_seed(1)
+        loss, _ = policy(batch)
+        loss.backward()
+        opt.step()
+    assert fc1.weight.grad[192:].abs().max() == 0
+    for (name, a), b in zip(plain.state_dict().items(), padded.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
+    torch.optim.AdamW(padded.parameters(), lr=1e-2, weight_decay=0.1).step()  # AdamW too
+    fc2 = padded.model.vision_tower.vision_model.encoder.layers[0].mlp.fc2
+    assert fc1.weight[192:].abs().max() == 0 and fc1.bias[192:].abs().max() == 0
+    assert fc2.weight[:, 192:].abs().max() == 0
+    # saved weights load into a policy without padding
+    padded.save_pretrained(tmp_path / "pretrained_model")
+    reloaded = load_pretrained(tmp_path / "pretrained_model")
+    assert reloaded.config.vision.mlp_pad_multiple == 128
+    torch.testing.assert_close(fixed_loss(reloaded, batch), fixed_loss(padded, batch))

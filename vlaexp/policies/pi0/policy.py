@@ -29,6 +29,7 @@ from vlaexp.policies.pi0.prompt import (
     pi05_prompt,
     tokenize,
 )
+from vlaexp.policies.pi0.vision import pad_mlp_width
 from vlaexp.policies.pi0.weights import load_pretrained_weights, read_lerobot_stats
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,8 @@ class Pi0Policy(VLAPolicy):
                 self.normalizer.set_stats(stats)
         self._set_dtypes()
         self._set_trainable()
+        if config.vision.mlp_pad_multiple:
+            pad_mlp_width(self.model.vision_tower, config.vision.mlp_pad_multiple)
         if config.lora.enabled:
             self._add_lora()
         self._warned_missing: set[str] = set()

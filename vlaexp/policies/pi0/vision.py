@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import SiglipVisionConfig, SiglipVisionModel
 
@@ -25,6 +26,56 @@ class VisionTower(nn.Module):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """float[N, 3, S, S] in [-1, 1] -> float[N, (S / patch)^2, width]."""
         return self.vision_model(pixel_values=pixels).last_hidden_state
+
+
+def pad_mlp_width(tower: VisionTower, multiple: int) -> int:
+    """Pad every SigLIP MLP's hidden width (fc1's outputs, fc2's inputs) with zeros up to a
+    multiple of ``multiple``; returns the padded width.
+
+    Exact, in training too: a padded unit's pre-activation is 0 (zero weights and bias),
+    GELU(0) = 0, and fc2 reads it through zero weights. Its gradients are zero as well (fc2's
+    padded columns see a zero input; fc1's padded rows get the gradient through fc2's zero
+    columns), so AdamW, weight decay included, leaves the padding at zero. ``state_dict``
+    returns the published shapes and ``load_state_dict`` pads what it is given, so
+    checkpoints are unchanged. (No library pads a Linear's width in place; this is ours.)
+    """
+    layers = tower.vision_model.encoder.layers
+    width = layers[0].mlp.fc1.out_features
+    padded = -(-width // multiple) * multiple
+    if padded == width:
+        return width
+    extra = padded - width
+    for layer in layers:
+        fc1, fc2 = layer.mlp.fc1, layer.mlp.fc2
+        fc1.weight = nn.Parameter(
+            F.pad(fc1.weight.detach(), (0, 0, 0, extra)), fc1.weight.requires_grad
+        )
+        fc1.bias = nn.Parameter(F.pad(fc1.bias.detach(), (0, extra)), fc1.bias.requires_grad)
+        fc2.weight = nn.Parameter(F.pad(fc2.weight.detach(), (0, extra)), fc2.weight.requires_grad)
+        fc1.out_features = fc2.in_features = padded
+    suffixes = {
+        "mlp.fc1.weight": (0, width),
+        "mlp.fc1.bias": (0, width),
+        "mlp.fc2.weight": (1, width),
+    }
+
+    def published(module, state_dict, prefix, local_metadata) -> None:
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            for suffix, (dim, size) in suffixes.items():
+                if key.endswith(suffix):
+                    state_dict[key] = state_dict[key].narrow(dim, 0, size).contiguous()
+
+    def pad(module, state_dict, prefix, *args) -> None:
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            for suffix, (dim, size) in suffixes.items():
+                value = state_dict[key]
+                if key.endswith(suffix) and value.shape[dim] == size:
+                    pads = [0, 0] * (value.dim() - 1 - dim) + [0, extra]
+                    state_dict[key] = F.pad(value, pads)
+
+    tower.register_state_dict_post_hook(published)
+    tower.register_load_state_dict_pre_hook(pad)
+    return padded
 
 
 def build_vision_tower(cfg: VisionTowerConfig, image_size: int, attention: str) -> VisionTower:
