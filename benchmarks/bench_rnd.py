@@ -76,7 +76,7 @@ def main() -> int:
         *(f"| {k} | {v['ms_median']:.2f} | {v['ms_min']:.2f} |" for k, v in rows.items()),
     ]
     write(
-        f"rnd_score_{device.type}",
+        f"rnd_score_{device.type}{'_bf16' if args.dtype == 'bfloat16' else ''}",
         {
             "settings": vars(args),
             "device": device.type,

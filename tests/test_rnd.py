@@ -89,6 +89,14 @@ def test_spatial_maps_and_camera_scores() -> None:
         score_cameras({"agentview": models["agentview"]}, tokens)
     with pytest.raises(ValueError, match="built for 8"):
         models["wrist"](torch.randn(3, 9))
+    # bfloat16 weights score float32 tokens in bfloat16 and return float32 errors close to
+    # the float32 model's
+    half = RND(8).eval()
+    half.load_state_dict(models["wrist"].state_dict())
+    half = half.to(torch.bfloat16)
+    got = half(tokens["wrist"])
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, models["wrist"](tokens["wrist"]).detach(), rtol=0.1, atol=1e-3)
 
 
 def test_token_store_round_trip_shards_and_split(tmp_path: Path) -> None:

@@ -69,15 +69,16 @@ class RND(nn.Module):
         self.target.requires_grad_(False)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """float[..., in_dim] -> float[...]: mean squared error of the predictor per token."""
+        """float[..., in_dim] -> float32[...]: mean squared error of the predictor per token.
+        Runs in the weights' dtype (bfloat16 weights score in bfloat16), the error in float32."""
         if tokens.shape[-1] != self.in_dim:
             raise ValueError(
                 f"tokens are {tokens.shape[-1]}-wide, this RND was built for {self.in_dim}"
             )
-        x = tokens.float()
+        x = tokens.to(next(self.predictor.parameters()).dtype)
         with torch.no_grad():
             target = self.target(x)
-        return F.mse_loss(self.predictor(x), target, reduction="none").mean(dim=-1)
+        return F.mse_loss(self.predictor(x).float(), target.float(), reduction="none").mean(dim=-1)
 
 
 class RNDModule(pl.LightningModule):
