@@ -12,10 +12,15 @@ from __future__ import annotations
 
 from hydra.core.config_store import ConfigStore
 
-from vlaexp.config import policy, schema, sim, tokenizer, training
+from vlaexp.config import policy, schema, sim, tokenizer, training, value
 
 _SCHEMAS: dict[str, dict[str, type]] = {
-    "schema/policy": {"bc": policy.BCConfig, "pi0": policy.Pi0Config, "pi05": policy.Pi05Config},
+    "schema/policy": {
+        "bc": policy.BCConfig,
+        "pi0": policy.Pi0Config,
+        "pi05": policy.Pi05Config,
+        "value_fn": value.ValueFunctionConfig,
+    },
     "schema/tokenizer": {
         "none": policy.TokenizerConfig,
         "rvq": tokenizer.RVQTokenizerConfig,

@@ -16,9 +16,15 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from vlaexp.data.episodes import episode_ranges, episode_success, split_episodes
+from vlaexp.data.episodes import (
+    episode_outcomes,
+    episode_ranges,
+    episode_success,
+    split_episodes,
+)
 from vlaexp.data.transforms import prepare_images
 from vlaexp.errors import ConfigError, MissingPathError, VlaexpError
+from vlaexp.value.dataset import ValueLabels, frame_values
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +173,10 @@ class LeRobotDataModule(pl.LightningDataModule):
         train_success_only: drop failed episodes from train and val (kept in test).
         preload: decode the train and val splits into memory once
             (:class:`PreloadedDataset`); their loaders then read memory in the main process.
+        value_labels: add each frame's ``value`` (``vlaexp.value.labels``, normalized
+            time-to-go with the failure penalty ``value_c_fail``) for training a value
+            function; failed episodes then stay in every split whatever
+            ``train_success_only`` says, since the value function learns from them.
     """
 
     def __init__(
@@ -187,6 +197,9 @@ class LeRobotDataModule(pl.LightningDataModule):
         pin_memory: bool = True,
         video_backend: str | None = None,
         preload: bool = False,
+        value_labels: bool = False,
+        value_c_fail: float | None = None,
+        value_n_bins: int = 201,
     ) -> None:
         super().__init__()
         missing = [c for c in cameras if c not in camera_keys]
@@ -203,12 +216,14 @@ class LeRobotDataModule(pl.LightningDataModule):
         self.train_success_only = train_success_only
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.preload = preload
+        self.value_labels = value_labels
+        self.value_c_fail, self.value_n_bins = value_c_fail, value_n_bins
         # torchcodec needs system FFmpeg libraries; PyAV ships its own, so it works anywhere.
         self.video_backend = video_backend or "pyav"
         self.meta = open_metadata(repo_id, root)
         self._check_features()
         self.splits: dict[str, list[int]] = {}
-        self.datasets: dict[str, PolicyDataset] = {}
+        self.datasets: dict[str, Dataset] = {}
 
     def _check_features(self) -> None:
         features = self.meta.features
@@ -255,7 +270,12 @@ class LeRobotDataModule(pl.LightningDataModule):
             delta_timestamps={self.action_key: [i / self.fps for i in range(self.chunk_size)]},
             video_backend=self.video_backend,
         )
-        if self.train_success_only:
+        values = None
+        if self.value_labels:
+            outcomes = episode_outcomes(self.meta, full.hf_dataset)
+            values = frame_values(outcomes, self.value_c_fail, self.value_n_bins)
+            log.info("Value labels: failed episodes kept in every split")
+        elif self.train_success_only:
             success = episode_success(self.meta.root, full.hf_dataset)
             if success is not None:
                 for name in ("train", "val"):
@@ -270,6 +290,8 @@ class LeRobotDataModule(pl.LightningDataModule):
                 self.datasets[name] = PolicyDataset(
                     frames, self.camera_keys, self.image_size, self.state_key, self.action_key
                 )
+                if values is not None:
+                    self.datasets[name] = ValueLabels(self.datasets[name], values)
                 if self.preload and name != "test":  # training reads train and val only
                     self.datasets[name] = PreloadedDataset(self.datasets[name], self.num_workers)
         log.info("Episodes: %s", {k: len(v) for k, v in self.splits.items()})
@@ -322,12 +344,13 @@ def datamodule_from_config(
         repo_id, root = data_cfg.repo_id, data_cfg.root
     else:
         raise ConfigError(f"data.source must be 'collect' or 'lerobot', got '{data_cfg.source}'")
+    value_fn = policy_cfg.type == "value_fn"
     return LeRobotDataModule(
         repo_id=repo_id,
         root=root,
         cameras=list(policy_cfg.cameras),
         camera_keys=dict(data_cfg.camera_keys),
-        chunk_size=policy_cfg.chunk_size,
+        chunk_size=1 if value_fn else policy_cfg.chunk_size,
         image_size=policy_cfg.image_size,
         state_key=data_cfg.state_key,
         action_key=data_cfg.action_key,
@@ -339,4 +362,7 @@ def datamodule_from_config(
         pin_memory=data_cfg.pin_memory,
         video_backend=data_cfg.video_backend,
         preload=data_cfg.preload,
+        value_labels=value_fn,
+        value_c_fail=policy_cfg.c_fail if value_fn else None,
+        value_n_bins=policy_cfg.n_bins if value_fn else 201,
     )

@@ -73,3 +73,28 @@ def split_episodes(
         "val": sorted(order[n_train : n_train + n_val]),
         "test": sorted(order[n_train + n_val :]),
     }
+
+
+def episode_outcomes(meta, hf_dataset=None) -> list[dict]:
+    """Per episode ``{"episode_index", "task", "length", "success"}`` (what value labels are
+    made of): the task text and frame count from LeRobot's episode table, the success flag
+    from :func:`episode_success` (None where the dataset records none)."""
+    table = meta.episodes
+    success = episode_success(meta.root, hf_dataset) or {}
+    out = []
+    for e, tasks, a, b in zip(
+        table["episode_index"],
+        table["tasks"],
+        table["dataset_from_index"],
+        table["dataset_to_index"],
+        strict=True,
+    ):
+        out.append(
+            {
+                "episode_index": int(e),
+                "task": tasks[0] if isinstance(tasks, list | tuple) else tasks,
+                "length": int(b) - int(a),
+                "success": success.get(int(e)),
+            }
+        )
+    return out

@@ -78,10 +78,14 @@ def pad_mlp_width(tower: VisionTower, multiple: int) -> int:
     return padded
 
 
-def build_vision_tower(cfg: VisionTowerConfig, image_size: int, attention: str) -> VisionTower:
+def build_vision_tower(
+    cfg: VisionTowerConfig, image_size: int, attention: str, crop_remainder: bool = False
+) -> VisionTower:
     """SigLIP at ``image_size`` (So400m/14 at 224 gives 16 x 16 = 256 tokens per image),
-    initialized as SigLIP initializes itself."""
-    if image_size % cfg.patch_size:
+    initialized as SigLIP initializes itself. ``crop_remainder`` allows a size that is not a
+    multiple of the patch: the patch convolution drops the last ``image_size % patch`` pixels,
+    as So400m/14 at 384 px (27 x 27 patches) was trained."""
+    if image_size % cfg.patch_size and not crop_remainder:
         raise ConfigError(
             f"policy.image_size={image_size} is not a multiple of policy.vision.patch_size="
             f"{cfg.patch_size}"

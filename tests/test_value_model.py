@@ -1,0 +1,299 @@
+"""The distributional value function: the tiny model's outputs, both losses, overfitting,
+the last-token readout, save/reload, clear errors, labels through the DataModule, and the
+full-size architecture on the meta device."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from transformers import SiglipVisionModel
+
+from vlaexp.config.compose import compose_config
+from vlaexp.errors import ConfigError, MissingPathError, VlaexpError
+from vlaexp.value.labels import episode_labels
+from vlaexp.value.model import ValueFunction, load_value_function, make_value_function
+
+CAMERAS = ["agentview", "wrist"]
+TASKS = [
+    "pick up the red cube to the left of the plate and place it on the plate",
+    "pick up the red cube",
+    "place it on the plate",
+    "pick up the red cube to the right of the plate",
+]
+
+
+def value_cfg(name: str = "value_fn_tiny", *overrides: str) -> dict:
+    cfg = compose_config([f"policy={name}", "camera=both", *overrides])
+    return OmegaConf.to_container(cfg.policy, resolve=True)  # type: ignore[return-value]
+
+
+def tiny(*overrides: str, seed: int = 0) -> ValueFunction:
+    torch.manual_seed(seed)
+    return make_value_function(value_cfg("value_fn_tiny", *overrides))
+
+
+def make_batch(b: int = 4, size: int = 32, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    batch = {
+        f"observation.images.{c}": torch.rand(b, 3, size, size, generator=g) * 2 - 1
+        for c in CAMERAS
+    }
+    batch["task"] = [TASKS[i % len(TASKS)] for i in range(b)]
+    batch["value"] = -torch.rand(b, generator=g)
+    return batch
+
+
+def test_tiny_outputs_are_distributions_over_201_bins_with_values_in_range() -> None:
+    model = tiny().eval()
+    batch = make_batch(b=3)
+    logits = model.logits(batch)
+    assert logits.shape == (3, 201)
+    out = model.predict_value(batch)
+    assert out["probs"].shape == (3, 201) and out["expected"].shape == (3,)
+    assert torch.allclose(out["probs"].sum(-1), torch.ones(3), atol=1e-5)
+    assert ((out["expected"] >= -1) & (out["expected"] <= 0)).all()
+    centers = torch.linspace(-1, 0, 201)
+    assert torch.allclose(out["expected"], (out["probs"] * centers).sum(-1))
+    # the images matter: other pixels, other logits
+    other = {**batch, "observation.images.wrist": -batch["observation.images.wrist"]}
+    assert not torch.allclose(model.logits(other), logits)
+
+
+@pytest.mark.parametrize("loss", ["ce", "hl_gauss"])
+def test_both_losses_have_finite_gradients_and_overfit_a_fixed_batch(loss: str) -> None:
+    model = tiny(f"policy.loss={loss}").train()
+    batch = make_batch(b=4)
+    first, _ = model(batch)
+    first.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    # every part of the stitched network is trained by the loss
+    for part in (model.vision, model.projector, model.lm, model.head):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for _ in range(100):
+        optimizer.zero_grad()
+        loss_value, info = model(batch)
+        loss_value.backward()
+        optimizer.step()
+    assert loss_value.item() < 0.3 * first.item()
+    assert info["mae"] < 0.1  # the expected value lands near each frame's label
+
+
+def test_readout_is_the_last_real_token_whatever_the_padding() -> None:
+    model = tiny().eval()
+    batch = make_batch(b=4)
+    short = model.predict_value(batch)["expected"]
+    model.config.tokenizer_max_length = 40  # the same texts with 16 more pad tokens
+    long = model.predict_value(batch)["expected"]
+    torch.testing.assert_close(short, long, atol=1e-5, rtol=0)
+    # one sample alone (padded to the batch's length or not) gets the value it gets in a batch
+    alone = {k: v[1:2] for k, v in batch.items() if torch.is_tensor(v)}
+    alone["task"] = batch["task"][1:2]
+    torch.testing.assert_close(model.predict_value(alone)["expected"], long[1:2], atol=1e-5, rtol=0)
+    # the readout is not the padded end of the sequence: the text itself changes the value
+    other = {**batch, "task": ["pick up the red cube on the left"] * 4}
+    assert not torch.allclose(model.predict_value(other)["expected"], long)
+
+
+def test_save_reload_gives_identical_predictions_offline(tmp_path: Path) -> None:
+    model = tiny(seed=3).eval()
+    batch = make_batch(b=3, seed=1)
+    directory = model.save_pretrained(tmp_path / "pretrained_model")
+    assert (directory / "tokenizer" / "tokenizer.json").is_file()
+    reloaded = load_value_function(directory)
+    assert not reloaded.training and reloaded.config == model.config
+    a, b = model.predict_value(batch), reloaded.predict_value(batch)
+    torch.testing.assert_close(a["probs"], b["probs"], atol=0, rtol=0)
+    # training further from it keeps its weights
+    again = make_value_function({**value_cfg(), "path": str(directory)})
+    torch.testing.assert_close(again.head.weight, model.head.weight, atol=0, rtol=0)
+
+
+def test_a_checkpoint_with_other_bins_is_refused(tmp_path: Path) -> None:
+    directory = tiny().save_pretrained(tmp_path / "pm")
+    with pytest.raises(ConfigError, match=r"policy.n_bins=101 .* trained with n_bins=201"):
+        make_value_function({**value_cfg(), "n_bins": 101, "path": str(directory)})
+    with pytest.raises(ConfigError, match=r"policy.value_range=\[-1.0, 1.0\]"):
+        make_value_function({**value_cfg(), "value_range": [-1.0, 1.0]})
+    # a config.json that disagrees with the weights it sits beside
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, "n_bins": 101}))
+    with pytest.raises(VlaexpError, match=r"do not match its config.json \(n_bins=101"):
+        load_value_function(directory)
+
+
+def test_missing_camera_and_bad_inputs_are_clear_errors() -> None:
+    model = tiny().eval()
+    batch = make_batch(b=2)
+    del batch["observation.images.wrist"]
+    with pytest.raises(
+        VlaexpError, match=r"needs camera 'wrist'.*batch has \['observation.images.agentview'\]"
+    ):
+        model.predict_value(batch)
+    batch = make_batch(b=2, size=48)
+    with pytest.raises(VlaexpError, match=r"must be float\[B, 3, 32, 32\].*got \[2, 3, 48, 48\]"):
+        model.predict_value(batch)
+    batch = make_batch(b=2)
+    batch["value"] = torch.tensor([-0.5, 0.5])
+    with pytest.raises(VlaexpError, match=r"values must lie in policy.value_range"):
+        model(batch)
+
+
+def test_pretrained_parts_load_strictly_and_missing_paths_are_named(tmp_path: Path) -> None:
+    donor = tiny(seed=7)
+    siglip = SiglipVisionModel(donor.vision.vision_model.config)
+    siglip.vision_model.load_state_dict(donor.vision.vision_model.state_dict())
+    siglip.save_pretrained(tmp_path / "siglip")
+    donor.lm.save_pretrained(tmp_path / "gemma")
+    model = tiny(
+        f"policy.vision_pretrained={tmp_path / 'siglip'}",
+        f"policy.lm_pretrained={tmp_path / 'gemma'}",
+        seed=0,
+    )
+    for mine, theirs in ((model.vision, donor.vision), (model.lm, donor.lm)):
+        for (name, a), (_, b) in zip(
+            mine.state_dict().items(), theirs.state_dict().items(), strict=True
+        ):
+            torch.testing.assert_close(a, b, atol=0, rtol=0, msg=name)
+    with pytest.raises(MissingPathError, match=r"nowhere/siglip.*policy.vision_pretrained"):
+        tiny(f"policy.vision_pretrained={tmp_path / 'nowhere' / 'siglip'}")
+    with pytest.raises(VlaexpError, match=r"policy.lm_pretrained"):  # weights of other widths
+        tiny(f"policy.lm_pretrained={tmp_path / 'gemma'}", "policy.lm.hidden_size=64")
+
+
+def test_full_size_architecture_on_the_meta_device() -> None:
+    cfg = value_cfg("value_fn", "policy.tokenizer=tabletop")  # the hub's tokenizer is offline
+    with torch.device("meta"):
+        model = make_value_function(cfg)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert 400e6 < count(model.vision) < 450e6  # SigLIP So400m/14 without its pooling head
+    assert 260e6 < count(model.lm) < 280e6  # Gemma-3-270M, 168M of it the embedding
+    assert count(model.lm.embed_tokens) == 262144 * 640
+    assert [type(m).__name__ for m in model.projector] == ["Linear", "GELU", "Linear"]
+    assert (model.projector[0].in_features, model.projector[0].out_features) == (1152, 1152)
+    assert (model.projector[2].in_features, model.projector[2].out_features) == (1152, 640)
+    assert isinstance(model.head, torch.nn.Linear)
+    assert (model.head.in_features, model.head.out_features) == (640, 201)
+    lm = model.lm.config
+    assert (lm.num_hidden_layers, lm.num_attention_heads, lm.num_key_value_heads) == (18, 4, 1)
+    assert (lm.head_dim, lm.intermediate_size) == (256, 2048)
+    vision = model.vision.vision_model.config
+    assert (vision.image_size, vision.patch_size, vision.hidden_size) == (384, 14, 1152)
+
+
+# ----- labels through the DataModule ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 scripted tabletop episodes at 32 px (two tasks); episode 1 marked failed."""
+    from vlaexp.data.collect import collect_demonstrations
+    from vlaexp.data.episodes import EPISODES_SIDECAR
+    from vlaexp.sim.factory import make_task_suite
+
+    cfg = compose_config(["task_suite=tabletop_spatial", "task_suite.resolution=32"]).task_suite
+    suite = make_task_suite(OmegaConf.create(OmegaConf.to_container(cfg)), CAMERAS)
+    root = tmp_path_factory.mktemp("value") / "spatial"
+    collect_demonstrations(suite, root, "test/value", CAMERAS, 2, task_ids=[0, 1], use_videos=False)
+    sidecar = root / EPISODES_SIDECAR
+    records = [json.loads(line) for line in sidecar.read_text().splitlines()]
+    records[1]["success"] = False
+    sidecar.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return root
+
+
+def value_datamodule(root: Path, *overrides: str):
+    from vlaexp.data.datamodule import datamodule_from_config
+
+    cfg = compose_config(
+        [
+            "policy=value_fn_tiny",
+            "camera=both",
+            "data=lerobot",
+            f"data.root={root}",
+            "data.camera_keys.agentview=observation.images.agentview",
+            "data.camera_keys.wrist=observation.images.wrist",
+            "data.num_workers=0",
+            "data.batch_size=8",
+            *overrides,
+        ]
+    )
+    return datamodule_from_config(cfg.data, OmegaConf.create(value_cfg("value_fn_tiny")))
+
+
+def test_datamodule_attaches_each_frames_value_label(collected: Path) -> None:
+    from vlaexp.data.episodes import read_episode_records
+
+    dm = value_datamodule(collected)
+    dm.setup("fit")
+    assert {k: len(v) for k, v in dm.splits.items()} == {"train": 2, "val": 1, "test": 1}
+    assert any(1 in eps for eps in dm.splits.values())  # the failed episode is kept
+    records = read_episode_records(collected)
+    tasks = {r["episode_index"]: r["instruction"] for r in records}
+    expected = {
+        lab["episode_index"]: lab["values"]
+        for lab in episode_labels([{**r, "task": r["instruction"]} for r in records])
+    }
+    seen = 0
+    for name in ("train", "val", "test"):
+        for sample in dm.datasets[name]:
+            ep, t = int(sample["episode_index"]), int(sample["frame_index"])
+            assert sample["task"] == tasks[ep]
+            assert float(sample["value"]) == pytest.approx(expected[ep][t], abs=1e-6)
+            seen += 1
+    assert seen == sum(r["length"] for r in records)
+    assert expected[1][-1] < -0.4  # the failed episode ends at -c_fail / max length, not 0
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["value"].dtype == torch.float32 and batch["value"].shape == (8,)
+    model = tiny()
+    loss, _ = model(batch)
+    assert torch.isfinite(loss)
+
+
+def test_datamodule_errors_name_missing_cameras_and_success_flags(
+    collected: Path, tmp_path: Path
+) -> None:
+    from vlaexp.data.datamodule import LeRobotDataModule
+
+    with pytest.raises(
+        ConfigError, match=r"Dataset has no image feature 'observation.images.side'"
+    ):
+        LeRobotDataModule(
+            None,
+            collected,
+            ["agentview", "side"],
+            {"agentview": "observation.images.agentview", "side": "observation.images.side"},
+            chunk_size=1,
+            image_size=32,
+            value_labels=True,
+        )
+    # a dataset that records no outcomes (no sidecar, no next.success): no labels
+    with pytest.raises(VlaexpError, match=r"episodes \[0, 1, 2\] have no success flag"):
+        value_datamodule(unflagged_dataset(tmp_path / "bare")).setup("fit")
+
+
+def unflagged_dataset(root: Path) -> Path:
+    """3 episodes x 4 frames as teleoperation data comes: no success flags anywhere."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from vlaexp.data.collect import dataset_features
+
+    features = dataset_features(CAMERAS, 32, False)
+    features = {k: v for k, v in features.items() if not k.startswith("next.")}
+    ds = LeRobotDataset.create("test/bare", fps=20, features=features, root=root, use_videos=False)
+    for _ in range(3):
+        for _ in range(4):
+            frame = {f"observation.images.{c}": np.zeros((32, 32, 3), np.uint8) for c in CAMERAS}
+            frame["observation.state"] = np.zeros(8, np.float32)
+            frame["action"] = np.zeros(7, np.float32)
+            frame["task"] = TASKS[0]
+            ds.add_frame(frame)
+        ds.save_episode()
+    ds.finalize()
+    return root

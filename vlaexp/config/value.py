@@ -1,0 +1,86 @@
+"""Structured config of the distributional value function (``policy=value_fn``).
+
+Saved as ``config.json`` beside the weights, like a policy's, so a trained value function
+rebuilds from its ``pretrained_model/`` directory alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from vlaexp.config.policy import OptimizerConfig, SchedulerConfig, VisionTowerConfig
+from vlaexp.errors import ConfigError
+
+
+@dataclass
+class Gemma3LMConfig:
+    """The language model; field names are ``transformers.Gemma3TextConfig``'s, so the
+    settings pass to it unchanged (defaults: Gemma-3-270M)."""
+
+    hidden_size: int = 640
+    num_hidden_layers: int = 18
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 1
+    head_dim: int = 256
+    intermediate_size: int = 2048
+    vocab_size: int = 262144
+    max_position_embeddings: int = 32768
+    sliding_window: int = 512
+    query_pre_attn_scalar: int = 256
+    rope_theta: float = 1_000_000.0
+    rope_local_base_freq: float = 10_000.0
+    rms_norm_eps: float = 1e-6
+
+
+@dataclass
+class ValueFunctionConfig:
+    """A stitched VLM reading camera images and the task text; a linear head on the last
+    real token's hidden state gives logits over ``n_bins`` value bins on ``value_range``.
+
+    Not a :class:`~vlaexp.config.policy.PolicyConfig`: it has no state, actions or chunks.
+    """
+
+    type: str = "value_fn"
+    name: str = "value_fn"
+    cameras: list[str] = field(default_factory=lambda: ["agentview", "wrist"])
+    image_size: int = 384  # square side images are resized (with padding) to
+    vision: VisionTowerConfig = field(default_factory=VisionTowerConfig)  # So400m/14
+    projector_hidden: int = 1152  # MLP vision width -> projector_hidden -> lm.hidden_size
+    lm: Gemma3LMConfig = field(default_factory=Gemma3LMConfig)
+    n_bins: int = 201
+    value_range: list[float] = field(default_factory=lambda: [-1.0, 0.0])
+    loss: str = "ce"  # ce | hl_gauss
+    sigma_bins: float = 0.75  # HL-Gauss width in bin widths
+    c_fail: Any = None  # failure penalty in steps; None = half the task's longest episode
+    # Hub id or local dir (AutoTokenizer), or a tokenizer bundled with vlaexp (`tabletop`).
+    tokenizer: str = "google/gemma-3-270m"
+    tokenizer_max_length: int = 48
+    # Weights to start from (hub id or local dir, transformers' from_pretrained); None = random.
+    vision_pretrained: Any = None  # e.g. google/siglip-so400m-patch14-384
+    lm_pretrained: Any = None  # e.g. google/gemma-3-270m
+    attention: str = "sdpa"  # sdpa | eager
+    optimizer: OptimizerConfig = field(
+        default_factory=lambda: OptimizerConfig(lr=5e-5, betas=[0.9, 0.95], weight_decay=0.01)
+    )
+    scheduler: SchedulerConfig = field(
+        default_factory=lambda: SchedulerConfig(
+            warmup_steps=500, decay_steps=20_000, final_lr_ratio=0.1
+        )
+    )
+    path: Any = None  # a saved value function to start from (pretrained_model dir or run dir)
+
+    def check(self) -> None:
+        if self.n_bins < 2:
+            raise ConfigError(f"policy.n_bins={self.n_bins} must be >= 2")
+        if [float(v) for v in self.value_range] != [-1.0, 0.0]:
+            raise ConfigError(
+                f"policy.value_range={list(self.value_range)}: the labels are normalized "
+                "time-to-go values on [-1, 0] (vlaexp.value.labels), so it must be [-1.0, 0.0]"
+            )
+        if self.loss not in ("ce", "hl_gauss"):
+            raise ConfigError(f"policy.loss must be 'ce' or 'hl_gauss', got '{self.loss}'")
+        if self.attention not in ("sdpa", "eager"):
+            raise ConfigError(f"policy.attention must be 'sdpa' or 'eager', got '{self.attention}'")
+        if not self.cameras:
+            raise ConfigError("policy.cameras is empty: the value function needs images")

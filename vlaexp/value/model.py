@@ -1,0 +1,338 @@
+"""The distributional value function: a stitched VLM on stock transformers blocks.
+
+    SigLIP vision transformer (no pooling head), per camera -> float[B, N, vision width]
+    MLP projector (width -> projector_hidden -> lm width, tanh-GELU)
+    Gemma-3 text model over [image tokens of every camera, task text tokens]
+    Linear(lm width -> n_bins) on the final hidden state of the last real text token
+
+``policy=value_fn`` is SigLIP So400m/14 at 384 px + Gemma-3-270M; ``policy=value_fn_tiny``
+is the same code at small widths. Batches (from the DataModule with value labels)::
+
+    observation.images.<camera>  float[B, 3, S, S] in [-1, 1]
+    task                         list[str] of B instructions
+    value                        float[B] in [-1, 0] (training and validation only)
+
+A trained value function saves as a policy does (``config.json``, ``model.safetensors``, the
+tokenizer under ``tokenizer/``) and reloads offline with :func:`load_value_function`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from transformers import Gemma3TextConfig, Gemma3TextModel, SiglipVisionModel
+
+from vlaexp.config.value import ValueFunctionConfig
+from vlaexp.errors import ConfigError, MissingPathError, VlaexpError
+from vlaexp.policies.base import image_key
+from vlaexp.policies.pi0.prompt import load_tokenizer, tokenize
+from vlaexp.policies.pi0.vision import VisionTower, build_vision_tower
+from vlaexp.training.pretrained import (
+    is_hub_id,
+    read_pretrained,
+    resolve_pretrained,
+    write_pretrained,
+)
+from vlaexp.value.labels import value_loss
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_DIR = "tokenizer"
+VALUE = "value"
+
+
+def to_value_config(cfg: DictConfig | dict[str, Any] | ValueFunctionConfig) -> ValueFunctionConfig:
+    """A typed, checked config; unknown keys or wrong types are errors naming the key."""
+    if not isinstance(cfg, ValueFunctionConfig):
+        merged = OmegaConf.merge(OmegaConf.structured(ValueFunctionConfig), cfg)
+        cfg = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    cfg.check()
+    return cfg
+
+
+def gemma_config(cfg: ValueFunctionConfig) -> Gemma3TextConfig:
+    config = Gemma3TextConfig(**dataclasses.asdict(cfg.lm))
+    config._attn_implementation = cfg.attention
+    return config
+
+
+def _from_pretrained(model_cls: type, source: str, config: Any, setting: str) -> nn.Module:
+    """``model_cls.from_pretrained(source)`` in our architecture, or an error naming
+    ``setting``: a missing local path, an unreachable hub id, weights of other shapes, or a
+    checkpoint that leaves any of our weights uninitialized."""
+    if not Path(source).expanduser().exists() and not is_hub_id(source):
+        raise MissingPathError("Pretrained weights", source, setting)
+    try:
+        model, info = model_cls.from_pretrained(
+            str(Path(source).expanduser()) if not is_hub_id(source) else source,
+            config=config,
+            output_loading_info=True,
+        )
+    except Exception as e:
+        raise VlaexpError(
+            f"Could not load {model_cls.__name__} weights from '{source}' (`{setting}`): "
+            f"{type(e).__name__}: {e}"
+        ) from e
+    if info["missing_keys"] or info["mismatched_keys"]:
+        raise VlaexpError(
+            f"Weights from '{source}' (`{setting}`) do not fit the configured "
+            f"{model_cls.__name__}: missing keys {sorted(info['missing_keys'])}, "
+            f"mismatched {info['mismatched_keys']}"
+        )
+    if info["unexpected_keys"]:  # e.g. SigLIP's text tower in a full SigLIP checkpoint
+        log.info("%s: %d weights not used", source, len(info["unexpected_keys"]))
+    return model
+
+
+class ValueFunction(pl.LightningModule):
+    """Logits over ``n_bins`` values of a (images, task) observation; see the module doc.
+
+    A sibling of :class:`~vlaexp.policies.base.VLAPolicy` rather than a subclass: a value
+    function has no actions, state or normalization statistics, so the policy contract's
+    action methods would be meaningless here.
+
+    Args:
+        config: the value function's config.
+        assets_dir: the ``pretrained_model`` directory it is being loaded from (its tokenizer).
+    """
+
+    def __init__(self, config: ValueFunctionConfig, assets_dir: Path | None = None) -> None:
+        super().__init__()
+        config.check()
+        self.config = config
+        self.train_config_yaml: str | None = None  # embedded in checkpoints by the train stage
+        self.tokenizer = load_tokenizer(
+            config.tokenizer, assets_dir / TOKENIZER_DIR if assets_dir else None
+        )
+        if len(self.tokenizer) > config.lm.vocab_size:
+            raise ConfigError(
+                f"policy.lm.vocab_size={config.lm.vocab_size} is smaller than the tokenizer "
+                f"'{config.tokenizer}' ({len(self.tokenizer)} tokens)"
+            )
+        self.vision = build_vision_tower(
+            config.vision, config.image_size, config.attention, crop_remainder=True
+        )
+        if config.vision_pretrained:
+            siglip = _from_pretrained(
+                SiglipVisionModel,
+                config.vision_pretrained,
+                self.vision.vision_model.config,
+                "policy.vision_pretrained",
+            )
+            self.vision = VisionTower(siglip)
+        width = config.lm.hidden_size
+        self.projector = nn.Sequential(
+            nn.Linear(config.vision.width, config.projector_hidden),
+            nn.GELU(approximate="tanh"),
+            nn.Linear(config.projector_hidden, width),
+        )
+        if config.lm_pretrained:
+            self.lm = _from_pretrained(
+                Gemma3TextModel, config.lm_pretrained, gemma_config(config), "policy.lm_pretrained"
+            )
+        else:
+            self.lm = Gemma3TextModel(gemma_config(config))
+        self.head = nn.Linear(width, config.n_bins)
+        low, high = config.value_range
+        self.register_buffer(
+            "bin_values", torch.linspace(low, high, config.n_bins), persistent=False
+        )
+
+    # ----- the network ----------------------------------------------------------------------
+    def _images(self, batch: dict[str, Any]) -> torch.Tensor:
+        """float[C, B, 3, S, S] of the configured cameras, or an error naming what is wrong."""
+        have = sorted(k for k in batch if k.startswith("observation.images."))
+        images = []
+        for cam in self.config.cameras:
+            if image_key(cam) not in batch:
+                raise VlaexpError(
+                    f"The value function needs camera '{cam}' ({image_key(cam)}, from "
+                    f"policy.cameras); the batch has {have}"
+                )
+            img = batch[image_key(cam)]
+            size = self.config.image_size
+            if img.ndim != 4 or tuple(img.shape[1:]) != (3, size, size):
+                raise VlaexpError(
+                    f"{image_key(cam)} must be float[B, 3, {size}, {size}] (policy.image_size), "
+                    f"got {list(img.shape)}"
+                )
+            images.append(img)
+        return torch.stack(images)
+
+    def logits(self, batch: dict[str, Any]) -> torch.Tensor:
+        """float[B, n_bins] of a batch's images and ``task`` texts."""
+        images = self._images(batch)
+        n_cams, b = images.shape[:2]
+        if len(batch["task"]) != b:
+            raise VlaexpError(f"batch has {b} images per camera but {len(batch['task'])} tasks")
+        dtype = self.head.weight.dtype
+        features = self.vision(images.flatten(0, 1).to(self.device, dtype))  # [C*B, N, W]
+        image_tokens = self.projector(features).unflatten(0, (n_cams, b))  # [C, B, N, H]
+        image_tokens = image_tokens.transpose(0, 1).flatten(1, 2)  # [B, C*N, H]
+        tokens, text_mask = tokenize(
+            self.tokenizer, list(batch["task"]), self.config.tokenizer_max_length
+        )
+        tokens, text_mask = tokens.to(self.device), text_mask.to(self.device)
+        # Gemma's embedding module multiplies by sqrt(width); inputs_embeds skips it, so the
+        # text is embedded here with the model's own module and the image tokens join unscaled.
+        text = self.lm.embed_tokens(tokens)
+        embeds = torch.cat([image_tokens, text.to(image_tokens.dtype)], dim=1)
+        n_image = image_tokens.shape[1]
+        mask = torch.cat([text_mask.new_ones(b, n_image), text_mask], dim=1)
+        hidden = self.lm(
+            inputs_embeds=embeds, attention_mask=mask.long(), use_cache=False
+        ).last_hidden_state
+        last = n_image + text_mask.sum(1) - 1  # right padding: the last real token
+        return self.head(hidden[torch.arange(b, device=self.device), last])
+
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """(scalar loss, metrics) of a batch holding ``value`` float[B] in ``value_range``."""
+        if VALUE not in batch:
+            raise VlaexpError(
+                "The batch has no 'value': build the DataModule with value labels "
+                "(datamodule_from_config with policy.type=value_fn)"
+            )
+        values = batch[VALUE].to(self.device, torch.float32)
+        low, high = self.config.value_range
+        if values.numel() and (values.min() < low - 1e-6 or values.max() > high + 1e-6):
+            raise VlaexpError(
+                f"values must lie in policy.value_range={[low, high]}, got "
+                f"[{float(values.min())}, {float(values.max())}]"
+            )
+        logits = self.logits(batch)
+        loss = value_loss(logits.float(), values, self.config.loss, self.config.sigma_bins)
+        expected = (logits.float().softmax(-1) * self.bin_values).sum(-1)
+        return loss, {"mae": float((expected.detach() - values).abs().mean())}
+
+    @torch.no_grad()
+    def predict_value(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """``expected`` float[B] (sum_b p_b v_b) and ``probs`` float[B, n_bins]."""
+        probs = self.logits(batch).float().softmax(-1)
+        return {"expected": (probs * self.bin_values).sum(-1), "probs": probs}
+
+    # ----- training -------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss, info = self(batch)
+        bs = len(batch["task"])
+        self.log("value/train_loss", loss, prog_bar=True, batch_size=bs)
+        for k, v in info.items():
+            self.log(f"value/train_{k}", v, batch_size=bs)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        loss, info = self(batch)
+        bs = len(batch["task"])
+        self.log("value/val_loss", loss, prog_bar=True, sync_dist=True, batch_size=bs)
+        for k, v in info.items():
+            self.log(f"value/val_{k}", v, sync_dist=True, batch_size=bs)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = instantiate(OmegaConf.structured(self.config.optimizer))(params)
+        scheduler = instantiate(OmegaConf.structured(self.config.scheduler))(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    # ----- saving ---------------------------------------------------------------------------
+    def config_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.config)
+
+    def pretrained_assets(self) -> dict[str, bytes]:
+        """The tokenizer travels with the weights: reloading never needs the hub."""
+        with tempfile.TemporaryDirectory() as tmp:
+            self.tokenizer.save_pretrained(tmp)
+            return {
+                f"{TOKENIZER_DIR}/{p.name}": p.read_bytes()
+                for p in Path(tmp).iterdir()
+                if p.is_file()
+            }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["vlaexp"] = {
+            "policy_config": self.config_dict(),
+            "train_config": self.train_config_yaml,
+            "assets": self.pretrained_assets(),
+        }
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and the tokenizer into ``directory``."""
+        return write_pretrained(
+            directory,
+            self.config_dict(),
+            self.state_dict(),
+            self.train_config_yaml,
+            assets=self.pretrained_assets(),
+        )
+
+
+# What a value function's outputs mean: a checkpoint that differs in these is refused.
+_OUTPUT_FIELDS = ("n_bins", "value_range", "cameras", "image_size")
+# Training settings a run may change when it starts from a saved value function.
+_TRAINING_FIELDS = ("loss", "sigma_bins", "c_fail", "optimizer", "scheduler")
+
+
+def load_value_function(path: str | Path, setting: str = "policy.path") -> ValueFunction:
+    """Rebuild a value function from a ``pretrained_model`` dir (or a run dir / hub id).
+
+    Strict: weights that are missing, unexpected or of other shapes than the saved config
+    says are an error listing them.
+    """
+    directory = resolve_pretrained(path, setting)
+    config_dict, state_dict, train_config = read_pretrained(directory)
+    if config_dict.get("type") != "value_fn":
+        raise ConfigError(
+            f"{directory}/config.json is a '{config_dict.get('type')}', not a value function "
+            f"(`{setting}`)"
+        )
+    config = to_value_config(config_dict)
+    config.vision_pretrained = config.lm_pretrained = None  # the saved weights replace them
+    config.path = None
+    model = ValueFunction(config, assets_dir=directory)
+    try:
+        result = model.load_state_dict(state_dict, strict=False)
+    except RuntimeError as e:  # shape mismatches raise even when not strict
+        raise VlaexpError(
+            f"Weights in {directory} do not match its config.json (n_bins={config.n_bins}, "
+            f"lm.hidden_size={config.lm.hidden_size}): {e}"
+        ) from e
+    if result.missing_keys or result.unexpected_keys:
+        raise VlaexpError(
+            f"Weights in {directory} do not match the value function: missing keys "
+            f"{result.missing_keys}, unexpected keys {result.unexpected_keys}"
+        )
+    model.train_config_yaml = train_config
+    return model.eval()
+
+
+def make_value_function(cfg: DictConfig | dict[str, Any] | ValueFunctionConfig) -> ValueFunction:
+    """A new value function from its config, or (with ``path``) a saved one to train further.
+
+    A saved one must agree with the config on what its outputs mean (bins, value range,
+    cameras, image size); the config's training settings (loss, optimizer, ...) replace the
+    saved ones.
+    """
+    config = to_value_config(cfg)
+    if not config.path:
+        return ValueFunction(config)
+    model = load_value_function(config.path)
+    for name in _OUTPUT_FIELDS:
+        want, have = getattr(config, name), getattr(model.config, name)
+        if want != have:
+            raise ConfigError(
+                f"policy.{name}={want} but the value function at '{config.path}' (policy.path) "
+                f"was trained with {name}={have}"
+            )
+    for name in _TRAINING_FIELDS:
+        setattr(model.config, name, getattr(config, name))
+    return model.train()
