@@ -297,3 +297,37 @@ def unflagged_dataset(root: Path) -> Path:
         ds.save_episode()
     ds.finalize()
     return root
+
+
+def test_train_stage_fits_a_value_fn_and_value_eval_writes_test_metrics(
+    tiny_data: list[str], tmp_path: Path
+) -> None:
+    from vlaexp.config.compose import resolved_run_config
+    from vlaexp.pipeline.context import RunContext
+    from vlaexp.pipeline.registry import get_stage
+
+    overrides = [
+        *tiny_data,
+        "policy=value_fn_tiny",
+        "camera=both",
+        "stages=[train,value_eval]",
+        "trainer=cpu",
+        "trainer.max_steps=3",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "print_config=false",
+        f"paths.root_dir={tmp_path}",
+    ]
+    cfg = resolved_run_config(overrides, tmp_path / "run")
+    ctx = RunContext(cfg=cfg, run_dir=tmp_path / "run")
+    get_stage("train")(ctx)
+    assert ctx.metrics["train/global_step"] == 3 and "policy" not in ctx.artifacts
+    assert np.isfinite(ctx.metrics["value/train_loss"])
+    trained = load_value_function(ctx.artifacts["value_fn"])
+    assert trained.config.name == "value_fn_tiny" and trained.train_config_yaml
+    get_stage("value_eval")(ctx)
+    result = json.loads((ctx.run_dir / "value_eval.json").read_text())
+    assert len(result["episodes"]) == 1 and result["frames"] == 16  # 6 episodes split 8:1:1
+    for key in ("cross_entropy", "top1", "top5", "mae", "spearman_pooled"):
+        assert np.isfinite(result[key]) and ctx.metrics[f"value_eval/{key}"] == result[key]
+    assert 0 <= result["top1"] <= result["top5"] <= 1

@@ -224,6 +224,7 @@ class LeRobotDataModule(pl.LightningDataModule):
         self._check_features()
         self.splits: dict[str, list[int]] = {}
         self.datasets: dict[str, Dataset] = {}
+        self.outcomes: dict[int, dict] = {}  # per episode, with value labels
 
     def _check_features(self) -> None:
         features = self.meta.features
@@ -274,6 +275,7 @@ class LeRobotDataModule(pl.LightningDataModule):
         if self.value_labels:
             outcomes = episode_outcomes(self.meta, full.hf_dataset)
             values = frame_values(outcomes, self.value_c_fail, self.value_n_bins)
+            self.outcomes = {o["episode_index"]: o for o in outcomes}
             log.info("Value labels: failed episodes kept in every split")
         elif self.train_success_only:
             success = episode_success(self.meta.root, full.hf_dataset)

@@ -29,6 +29,7 @@ STAGES: dict[str, str] = {
     "rnd_score_dataset": "vlaexp.uncertainty.stages:score_dataset_stage",
     "rnd_detect": "vlaexp.uncertainty.stages:detect_stage",
     "rnd_visualize": "vlaexp.uncertainty.stages:visualize_stage",
+    "value_eval": "vlaexp.value.stages:eval_stage",
 }
 
 

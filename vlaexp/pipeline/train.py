@@ -1,4 +1,5 @@
-"""Stage `train`: fit the policy on the run's DataModule with the shared Trainer."""
+"""Stage `train`: fit the policy (or, with ``policy=value_fn``, the value function) on the
+run's DataModule with the shared Trainer."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from vlaexp.pipeline.context import RunContext
 from vlaexp.policies.factory import make_policy
 from vlaexp.training.checkpoint import LAST, PRETRAINED_DIR
 from vlaexp.training.trainer import build_trainer
+from vlaexp.value.model import make_value_function
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +32,12 @@ def check_dims(policy_cfg, datamodule) -> None:
 def train_stage(ctx: RunContext) -> None:
     cfg = ctx.cfg
     datamodule = datamodule_from_config(cfg.data, cfg.policy, ctx.artifacts.get("dataset"))
-    check_dims(cfg.policy, datamodule)
-    policy = make_policy(cfg.policy, dataset_stats=datamodule.stats)
+    value_fn = cfg.policy.type == "value_fn"  # trained on the same DataModule, with value labels
+    if value_fn:
+        policy = make_value_function(cfg.policy)
+    else:
+        check_dims(cfg.policy, datamodule)
+        policy = make_policy(cfg.policy, dataset_stats=datamodule.stats)
     policy.train_config_yaml = OmegaConf.to_yaml(cfg)
     trainer = build_trainer(cfg, ctx.loggers)
     trainer.fit(policy, datamodule=datamodule, ckpt_path=ctx.artifacts.get("resume_from"))
@@ -39,7 +45,7 @@ def train_stage(ctx: RunContext) -> None:
     ctx.metrics["train/global_step"] = float(trainer.global_step)
     last = ctx.run_dir / "checkpoints" / LAST / PRETRAINED_DIR
     if last.exists():
-        ctx.artifacts["policy"] = last.resolve()
+        ctx.artifacts["value_fn" if value_fn else "policy"] = last.resolve()
     else:
         log.info(
             "No checkpoint written (fast_dev_run or no steps): later stages use no trained policy"
