@@ -17,6 +17,7 @@
 # EXTRA adds overrides to every training job, EXTRA_<policy> to that policy's alone, e.g. the
 # RND stages after evaluation:
 #   EXTRA_pi0_small="stages=[collect,train,eval,rnd_collect,rnd_train,rnd_score,rnd_detect,rnd_visualize,report]"
+# (rnd_detect before rnd_visualize: without PyAV here the overlay mp4 is off, rnd.visualize.video=false)
 set -u -o pipefail
 TASKS=${1:-"[0,1]"} MAX_TIME=${2:-00:00:07:00} MAX_STEPS=${3:-16000}
 POLICIES=${POLICIES:-"pi05_small pi0_small"} KILL_S=${KILL_S:-560} EVAL_EPISODES=${EVAL_EPISODES:-20}
@@ -58,7 +59,7 @@ export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d
 OUT=${OUT:-/tmp/out}; R=/tmp/runs; mkdir -p $R $OUT
 COMMON="+experiment=tabletop_spatial paths.root_dir=$R print_config=false data.collect.use_videos=false
  trainer.log_every_n_steps=50 eval.n_videos=0 data.collect.task_ids=$TASKS eval.task_ids=$TASKS
- eval.n_episodes=$EVAL_EPISODES data.collect.episodes_per_task=$EPISODES"
+ eval.n_episodes=$EVAL_EPISODES data.collect.episodes_per_task=$EPISODES rnd.visualize.video=false"
 timeout $COLLECT_S python3 -m vlaexp $COMMON "stages=[collect]" 2>&1 | grep -E "expert successes|Built|rror"
 echo "install + collect done after $(( $(date +%s) - S )) s"
 # No periodic all-thread stack dumps (faulthandler.dump_traceback_later): in attempts 3 and 4
