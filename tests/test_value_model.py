@@ -124,7 +124,9 @@ def test_a_checkpoint_with_other_bins_is_refused(tmp_path: Path) -> None:
     # a config.json that disagrees with the weights it sits beside
     config = json.loads((directory / "config.json").read_text())
     (directory / "config.json").write_text(json.dumps({**config, "n_bins": 101}))
-    with pytest.raises(VlaexpError, match=r"do not match its config.json \(n_bins=101"):
+    with pytest.raises(
+        VlaexpError, match=r"do not fit the value function of its config.json \(n_bins=101"
+    ):
         load_value_function(directory)
 
 

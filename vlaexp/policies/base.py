@@ -16,7 +16,6 @@ Batches use LeRobot's feature names::
 
 from __future__ import annotations
 
-import dataclasses
 from abc import ABC, abstractmethod
 from collections import deque
 from pathlib import Path
@@ -31,7 +30,7 @@ from omegaconf import OmegaConf
 from vlaexp.config.policy import PolicyConfig
 from vlaexp.data.normalize import Normalizer
 from vlaexp.data.transforms import hwc_uint8_to_chw_float, prepare_images
-from vlaexp.training.pretrained import write_pretrained
+from vlaexp.training.pretrained import SavesPretrained
 
 STATE = "observation.state"
 ACTION = "action"
@@ -41,7 +40,7 @@ def image_key(camera: str) -> str:
     return f"observation.images.{camera}"
 
 
-class VLAPolicy(pl.LightningModule, ABC):
+class VLAPolicy(SavesPretrained, pl.LightningModule, ABC):
     """Args:
     config: the policy's typed config.
     dataset_stats: normalization statistics (LeRobotDataset ``meta/stats.json`` layout).
@@ -150,28 +149,3 @@ class VLAPolicy(pl.LightningModule, ABC):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
-
-    # ----- saving -------------------------------------------------------------------------
-    def config_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self.config)
-
-    def pretrained_assets(self) -> dict[str, bytes]:
-        """Files saved beside the weights (relative path -> content); none by default."""
-        return {}
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["vlaexp"] = {
-            "policy_config": self.config_dict(),
-            "train_config": self.train_config_yaml,
-            "assets": self.pretrained_assets(),
-        }
-
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json``, ``model.safetensors``, normalization stats and assets."""
-        return write_pretrained(
-            directory,
-            self.config_dict(),
-            self.state_dict(),
-            self.train_config_yaml,
-            assets=self.pretrained_assets(),
-        )

@@ -10,9 +10,9 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from vlaexp.config.policy import PolicyConfig
-from vlaexp.errors import ConfigError, VlaexpError, unknown_choice
+from vlaexp.errors import ConfigError, unknown_choice
 from vlaexp.policies.base import VLAPolicy
-from vlaexp.training.pretrained import read_pretrained, resolve_pretrained
+from vlaexp.training.pretrained import load_state_strictly, read_pretrained, resolve_pretrained
 
 # type -> "module:Class"; imported on use so listing policies stays cheap.
 POLICIES: dict[str, str] = {
@@ -71,11 +71,6 @@ def load_pretrained(path: str | Path, setting: str = "policy.path") -> VLAPolicy
     if getattr(config, "pretrained", None):
         config.pretrained = None  # the saved weights replace the ones training started from
     policy = cls(config, assets_dir=directory)
-    result = policy.load_state_dict(state_dict, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise VlaexpError(
-            f"Weights in {directory} do not match the '{config_dict['type']}' policy: "
-            f"missing keys {result.missing_keys}, unexpected keys {result.unexpected_keys}"
-        )
+    load_state_strictly(policy, state_dict, directory, f"'{config_dict['type']}' policy")
     policy.train_config_yaml = train_config
     return policy.eval()

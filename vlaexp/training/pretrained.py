@@ -12,8 +12,10 @@ Layout (LeRobot's)::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +129,58 @@ def read_pretrained(
         state.update({STATS_PREFIX + k: v for k, v in load_file(directory / STATS_FILE).items()})
     train_cfg = directory / TRAIN_CONFIG_FILE
     return config, state, train_cfg.read_text() if train_cfg.is_file() else None
+
+
+class SavesPretrained:
+    """What every saved model of vlaexp (policies, the value function) does the same way:
+    ``config.json`` + ``model.safetensors`` + assets through :func:`write_pretrained`, and
+    the same in Lightning checkpoints. The host class has ``config`` (a dataclass),
+    ``state_dict()`` and ``train_config_yaml``."""
+
+    def config_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.config)
+
+    def pretrained_assets(self) -> dict[str, bytes]:
+        """Files saved beside the weights (relative path -> content); none by default."""
+        return {}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["vlaexp"] = {
+            "policy_config": self.config_dict(),
+            "train_config": self.train_config_yaml,
+            "assets": self.pretrained_assets(),
+        }
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and the assets into ``directory``."""
+        return write_pretrained(
+            directory,
+            self.config_dict(),
+            self.state_dict(),
+            self.train_config_yaml,
+            assets=self.pretrained_assets(),
+        )
+
+
+def tokenizer_assets(tokenizer: Any, subdir: str = "tokenizer") -> dict[str, bytes]:
+    """A transformers tokenizer's files as assets under ``subdir/``: the model reloads
+    offline, without the hub."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save_pretrained(tmp)
+        return {f"{subdir}/{f.name}": f.read_bytes() for f in Path(tmp).iterdir() if f.is_file()}
+
+
+def load_state_strictly(
+    module: torch.nn.Module, state_dict: dict, directory: Path, what: str
+) -> None:
+    """``load_state_dict`` that lists missing and unexpected weights (and wrong shapes) in
+    one error, never leaving a model silently part random."""
+    try:
+        result = module.load_state_dict(state_dict, strict=False)
+    except RuntimeError as e:  # shape mismatches raise even when not strict
+        raise VlaexpError(f"Weights in {directory} do not fit the {what}: {e}") from e
+    if result.missing_keys or result.unexpected_keys:
+        raise VlaexpError(
+            f"Weights in {directory} do not match the {what}: missing keys "
+            f"{result.missing_keys}, unexpected keys {result.unexpected_keys}"
+        )

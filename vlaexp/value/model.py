@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +36,12 @@ from vlaexp.policies.base import image_key
 from vlaexp.policies.pi0.prompt import load_tokenizer, tokenize
 from vlaexp.policies.pi0.vision import VisionTower, build_vision_tower
 from vlaexp.training.pretrained import (
+    SavesPretrained,
     is_hub_id,
+    load_state_strictly,
     read_pretrained,
     resolve_pretrained,
-    write_pretrained,
+    tokenizer_assets,
 )
 from vlaexp.value.labels import value_loss
 
@@ -93,7 +94,7 @@ def _from_pretrained(model_cls: type, source: str, config: Any, setting: str) ->
     return model
 
 
-class ValueFunction(pl.LightningModule):
+class ValueFunction(SavesPretrained, pl.LightningModule):
     """Logits over ``n_bins`` values of a (images, task) observation; see the module doc.
 
     A sibling of :class:`~vlaexp.policies.base.VLAPolicy` rather than a subclass: a value
@@ -244,36 +245,10 @@ class ValueFunction(pl.LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
 
-    # ----- saving ---------------------------------------------------------------------------
-    def config_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self.config)
-
+    # ----- saving (config.json, weights, checkpoints: SavesPretrained) ------------------
     def pretrained_assets(self) -> dict[str, bytes]:
         """The tokenizer travels with the weights: reloading never needs the hub."""
-        with tempfile.TemporaryDirectory() as tmp:
-            self.tokenizer.save_pretrained(tmp)
-            return {
-                f"{TOKENIZER_DIR}/{p.name}": p.read_bytes()
-                for p in Path(tmp).iterdir()
-                if p.is_file()
-            }
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["vlaexp"] = {
-            "policy_config": self.config_dict(),
-            "train_config": self.train_config_yaml,
-            "assets": self.pretrained_assets(),
-        }
-
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json``, ``model.safetensors`` and the tokenizer into ``directory``."""
-        return write_pretrained(
-            directory,
-            self.config_dict(),
-            self.state_dict(),
-            self.train_config_yaml,
-            assets=self.pretrained_assets(),
-        )
+        return tokenizer_assets(self.tokenizer, TOKENIZER_DIR)
 
 
 # What a value function's outputs mean: a checkpoint that differs in these is refused.
@@ -299,18 +274,13 @@ def load_value_function(path: str | Path, setting: str = "policy.path") -> Value
     config.vision_pretrained = config.lm_pretrained = None  # the saved weights replace them
     config.path = None
     model = ValueFunction(config, assets_dir=directory)
-    try:
-        result = model.load_state_dict(state_dict, strict=False)
-    except RuntimeError as e:  # shape mismatches raise even when not strict
-        raise VlaexpError(
-            f"Weights in {directory} do not match its config.json (n_bins={config.n_bins}, "
-            f"lm.hidden_size={config.lm.hidden_size}): {e}"
-        ) from e
-    if result.missing_keys or result.unexpected_keys:
-        raise VlaexpError(
-            f"Weights in {directory} do not match the value function: missing keys "
-            f"{result.missing_keys}, unexpected keys {result.unexpected_keys}"
-        )
+    load_state_strictly(
+        model,
+        state_dict,
+        directory,
+        f"value function of its config.json (n_bins={config.n_bins}, "
+        f"lm.hidden_size={config.lm.hidden_size})",
+    )
     model.train_config_yaml = train_config
     return model.eval()
 

@@ -8,7 +8,6 @@ parameter dtypes, frozen parts, LoRA, gradient checkpointing, autocast.
 from __future__ import annotations
 
 import logging
-import tempfile
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from vlaexp.policies.pi0.prompt import (
 )
 from vlaexp.policies.pi0.vision import pad_mlp_width
 from vlaexp.policies.pi0.weights import load_pretrained_weights, read_lerobot_stats
+from vlaexp.training.pretrained import tokenizer_assets
 
 log = logging.getLogger(__name__)
 
@@ -267,13 +267,7 @@ class Pi0Policy(VLAPolicy):
 
     def pretrained_assets(self) -> dict[str, bytes]:
         """The tokenizer travels with the weights: evaluation never needs the hub."""
-        with tempfile.TemporaryDirectory() as tmp:
-            self.tokenizer.save_pretrained(tmp)
-            return {
-                f"{TOKENIZER_DIR}/{p.name}": p.read_bytes()
-                for p in Path(tmp).iterdir()
-                if p.is_file()
-            }
+        return tokenizer_assets(self.tokenizer, TOKENIZER_DIR)
 
 
 class Pi05Policy(Pi0Policy):
