@@ -84,7 +84,8 @@ def test_experiment_is_not_in_defaults() -> None:
 def test_trainer_presets_set_what_they_promise() -> None:
     cpu = compose_config(["trainer=cpu"]).trainer
     assert (cpu.accelerator, cpu.devices, cpu.gradient_clip_val) == ("cpu", 1, 1.0)
-    assert compose_config(["trainer=ddp"]).trainer.strategy == "ddp"
+    ddp = compose_config(["trainer=ddp"]).trainer
+    assert ddp.strategy._target_.endswith("DDPStrategy") and ddp.strategy.gradient_as_bucket_view
     fsdp = compose_config(["trainer=fsdp"]).trainer
     assert fsdp.strategy._target_.endswith("FSDPStrategy") and fsdp.precision == "bf16-mixed"
 

@@ -131,6 +131,30 @@ def test_checkpoint_io_round_trips_optimizer_scheduler_and_rng(tmp_path: Path) -
     assert not (tmp_path / "000007.tmp").exists()
 
 
+def test_checkpoint_io_keeps_name_keyed_optimizer_state(tmp_path: Path) -> None:
+    """FSDP's full optimizer state is keyed by parameter name (with dots), not by index."""
+    state = {
+        "backbone.layer.0.weight": {"step": torch.tensor(3.0), "exp_avg": torch.randn(2, 2)},
+        "head.bias": {"step": torch.tensor(3.0), "exp_avg": torch.randn(2), "note": 1},
+    }
+    groups = [{"lr": 0.1, "params": ["backbone.layer.0.weight", "head.bias"]}]
+    ckpt = {
+        "state_dict": {"w": torch.zeros(1)},
+        "optimizer_states": [{"state": state, "param_groups": groups}],
+        "global_step": 3,
+        "epoch": 0,
+        "vlaexp": {"policy_config": {"type": "bc"}},
+    }
+    io = LeRobotCheckpointIO()
+    io.save_checkpoint(ckpt, tmp_path / "000003")
+    back = io.load_checkpoint(tmp_path / "000003")["optimizer_states"][0]
+    assert list(back["state"]) == list(state) and back["param_groups"] == groups
+    for name, values in state.items():
+        for k, v in values.items():
+            got = back["state"][name][k]
+            assert torch.equal(got, v) if isinstance(v, torch.Tensor) else got == v
+
+
 def test_resume_continues_steps_optimizer_and_matches_uninterrupted_run(
     tiny_overrides: list[str], tmp_path: Path
 ) -> None:

@@ -2,13 +2,15 @@
 
 It checks the command line (clear errors before Hydra starts), composes the config,
 claims the run dir, prints and saves the resolved config tree on rank 0, and runs the
-experiment's stages in order.
+experiment's stages in order. Under data parallel training every rank runs this: all ranks
+collect (the cache builds once, under a lock) and train; the other stages run on rank 0.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,8 @@ from vlaexp.config.compose import (
 from vlaexp.config.store import register_configs
 from vlaexp.errors import ConfigError, VlaexpError
 from vlaexp.pipeline.job import SweepSummary, task_wrapper
-from vlaexp.pipeline.registry import STAGES, get_stage, validate_stages
+from vlaexp.pipeline.registry import ALL_RANK_STAGES, STAGES, get_stage, validate_stages
+from vlaexp.training.distributed import check_not_in_local_sweep, global_rank
 
 __all__ = ["SweepSummary", "main", "run_experiment"]
 
@@ -94,6 +97,7 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
             f"e.g. {missing[0]}=..."
         )
     validate_stages(cfg.stages)
+    check_not_in_local_sweep(cfg.trainer, _launcher_target())
     run_dir = Path(cfg.paths.output_dir)
     resume_from = claim_run_dir(run_dir, resume=cfg.resume)  # before the slow imports below
 
@@ -106,11 +110,25 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
     ctx = RunContext(cfg=cfg, run_dir=run_dir)
     if resume_from is not None:
         ctx.artifacts["resume_from"] = resume_from
+    rank = global_rank()
     for name in cfg.stages:
+        if rank != 0 and name not in ALL_RANK_STAGES:
+            log.info("Stage %s: rank 0 runs it, rank %d is done", name, rank)
+            continue
         log.info("Stage %s", name)
         get_stage(name)(ctx)
     log.info("Done: %s", run_dir)
     return ctx.metrics
+
+
+def _launcher_target() -> str | None:
+    """The multirun launcher's class path (None outside a multirun)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return str(HydraConfig.get().launcher.get("_target_", ""))
 
 
 register_configs()
@@ -122,6 +140,10 @@ def _hydra_main(cfg: DictConfig) -> Any:
 
 
 def main() -> None:
+    # conf/hydra/launcher/{submitit_slurm,joblib}.yaml are the plugins' configs with our
+    # defaults, under the names users know; Hydra still matches them to the plugins' schemas
+    # (which is what we want) but warns that this matching is deprecated.
+    warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/\w+' is validated against")
     args = get_args_parser().parse_args(sys.argv[1:])
     if args.help:
         print_help()

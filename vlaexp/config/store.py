@@ -45,6 +45,12 @@ _SCHEMAS: dict[str, dict[str, type]] = {
 
 def register_configs() -> None:
     """Idempotent: safe to call from the entry point and from tests."""
+    from omegaconf import OmegaConf
+
+    from vlaexp.training.distributed import launch_strftime
+
+    # ${launch:%H-%M-%S}: like Hydra's ${now:}, but one time for every rank of a launch
+    OmegaConf.register_new_resolver("launch", launch_strftime, use_cache=True, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="vlaexp_schema", node=schema.VlaexpConfig)
     for group, nodes in _SCHEMAS.items():

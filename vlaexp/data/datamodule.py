@@ -8,13 +8,14 @@ episode. Normalization statistics come from the dataset's ``meta/stats.json``.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from vlaexp.data.episodes import (
     episode_outcomes,
@@ -303,13 +304,30 @@ class LeRobotDataModule(pl.LightningDataModule):
         ranges = episode_ranges(self.meta)
         return [i for e in sorted(episodes) for i in ranges[e]]
 
+    def _train_sampler(self) -> DistributedSampler:
+        """The training order: one seeded permutation of the frames per epoch (the run's
+        seed), dealt to the ranks in turn. The global batch of step k then holds the same
+        frames on one device with batch N x B as on N devices with batch B, so a run's data
+        order does not depend on how many devices it uses. (Lightning's own replacement
+        sampler would do the dealing, but a single device gets a RandomSampler with another
+        order; and Lightning leaves a DistributedSampler in place, so ranks come from here.)"""
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        return DistributedSampler(
+            self.datasets["train"],
+            num_replicas=world,
+            rank=rank,
+            shuffle=True,
+            seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),  # set by seed_everything
+        )
+
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         preloaded = isinstance(self.datasets[name], PreloadedDataset)
         workers = 0 if preloaded else self.num_workers  # memory needs no workers
         return DataLoader(
             self.datasets[name],
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=self._train_sampler() if shuffle else None,
             num_workers=workers,
             collate_fn=collate_preloaded if preloaded else None,
             pin_memory=self.pin_memory and torch.cuda.is_available(),

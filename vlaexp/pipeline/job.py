@@ -42,6 +42,11 @@ def _in_multirun() -> bool:
 
 
 def _write_status(run_dir: Path, status: dict[str, Any]) -> None:
+    """Rank 0 speaks for the job (the ranks of a data-parallel run share its run dir)."""
+    from vlaexp.training.distributed import is_rank_zero
+
+    if not is_rank_zero():
+        return
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / STATUS_FILE).write_text(json.dumps(status, indent=2))
 

@@ -32,6 +32,9 @@ STAGES: dict[str, str] = {
     "value_eval": "vlaexp.value.stages:eval_stage",
 }
 
+# Stages every rank of a data-parallel run takes part in; the others run on rank 0 only.
+ALL_RANK_STAGES = frozenset({"collect", "train"})
+
 
 def validate_stages(names: Sequence[str]) -> None:
     """Raise a ConfigError naming the first unknown stage and the valid ones."""

@@ -28,16 +28,30 @@ def last_checkpoint(run_dir: Path) -> Path:
     return link.resolve()
 
 
+def requeued() -> bool:
+    """Whether SLURM restarted this job (a requeue after a timeout or preemption)."""
+    return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
+
+
 def claim_run_dir(run_dir: Path, resume: bool) -> Path | None:
     """Mark ``run_dir`` as this run's; return the checkpoint to resume from (or None).
 
     A directory that already holds a run (its ``run.json``) is only reused with
-    ``resume=true``; starting a new run there is an error, so nothing is overwritten.
+    ``resume=true``; starting a new run there is an error, so nothing is overwritten. A job
+    that SLURM requeued (``SLURM_RESTART_COUNT`` > 0) resumes from ``checkpoints/last``
+    when its first launch saved one. Only rank 0 claims: the other ranks of the same
+    launch share its directory and just read the checkpoint to resume from.
     """
+    from vlaexp.training.distributed import is_rank_zero
+
     marker = run_dir / MARKER
+    if requeued() and marker.exists() and (run_dir / LAST_CHECKPOINT).exists():
+        resume = True
+    if not is_rank_zero():
+        return last_checkpoint(run_dir) if resume else None
     if resume:
         ckpt = last_checkpoint(run_dir)
-    elif marker.exists():
+    elif marker.exists() and not requeued():
         raise ConfigError(
             f"Run dir '{run_dir}' already holds a run ({marker}). Pass resume=true to continue "
             "it, or choose another hydra.run.dir."
@@ -52,6 +66,7 @@ def claim_run_dir(run_dir: Path, resume: bool) -> Path | None:
             "pid": os.getpid(),
             "argv": sys.argv[1:],
             "resume_from": str(ckpt) if ckpt else None,
+            "restart": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),
         }
     )
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -51,6 +51,9 @@ class VLAPolicy(SavesPretrained, pl.LightningModule, ABC):
     config_class: ClassVar[type[PolicyConfig]] = PolicyConfig
     # Cameras missing from an observation become masked inputs (Pi0) instead of an error.
     allows_missing_cameras: ClassVar[bool] = False
+    # The modules FSDP shards as units (trainer=fsdp); none: the whole policy is one unit.
+    # Only modules whose own forward() runs can be units (FSDP gathers in forward hooks).
+    fsdp_blocks: ClassVar[tuple[type[torch.nn.Module], ...]] = ()
 
     def __init__(
         self,
@@ -124,7 +127,8 @@ class VLAPolicy(SavesPretrained, pl.LightningModule, ABC):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss, info = self(batch)
         bs = batch[ACTION].shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        # averaged over ranks: the loss of the global batch, as one device would log it
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True, batch_size=bs)
         for k, v in info.items():
             self.log(f"train/{k}", v, batch_size=bs)
         return loss
@@ -139,6 +143,27 @@ class VLAPolicy(SavesPretrained, pl.LightningModule, ABC):
     def optimizer_param_groups(self) -> list[dict[str, Any]]:
         """Parameter groups for the optimizer; policies override to freeze or split groups."""
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """``trainer.gradient_clip_val`` by norm under FSDP too: Lightning's FSDP precision
+        refuses norm clipping, since only the FSDP module can compute the norm over every
+        rank's shard (``FullyShardedDataParallel.clip_grad_norm_``)."""
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        model = self.trainer.model
+        if (
+            gradient_clip_val
+            and isinstance(model, FullyShardedDataParallel)
+            and gradient_clip_algorithm in (None, "norm")
+        ):
+            model.clip_grad_norm_(gradient_clip_val)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = instantiate(OmegaConf.structured(self.config.optimizer))(

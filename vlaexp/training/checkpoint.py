@@ -41,30 +41,40 @@ _SPLIT_KEYS = ("state_dict", "optimizer_states", "lr_schedulers", "vlaexp", "glo
 
 
 def _flatten_optimizer(states: list[dict[str, Any]]) -> tuple[dict[str, torch.Tensor], list[Any]]:
-    """Optimizer state_dicts -> (tensors keyed ``{i}.{param}.{name}``, JSON-able rest)."""
+    """Optimizer state_dicts -> (tensors keyed ``{i}.{n}.{name}``, JSON-able rest).
+
+    ``n`` is the position of the parameter's key in ``rest[i]["keys"]``: plain optimizers
+    key their state by parameter index, FSDP's full optimizer state by parameter name
+    (which holds dots), and both must come back as they were saved."""
     tensors, rest = {}, []
     for i, sd in enumerate(states):
+        keys = list(sd["state"])
         scalars: dict[str, dict[str, Any]] = {}
-        for pid, pstate in sd["state"].items():
-            for name, value in pstate.items():
+        for n, pid in enumerate(keys):
+            for name, value in sd["state"][pid].items():
                 if isinstance(value, torch.Tensor):
-                    tensors[f"{i}.{pid}.{name}"] = value.detach().cpu().contiguous()
+                    tensors[f"{i}.{n}.{name}"] = value.detach().cpu().contiguous()
                 else:
-                    scalars.setdefault(str(pid), {})[name] = value
-        rest.append({"param_groups": sd["param_groups"], "scalars": scalars})
+                    scalars.setdefault(str(n), {})[name] = value
+        rest.append({"param_groups": sd["param_groups"], "scalars": scalars, "keys": keys})
     return tensors, rest
 
 
 def _unflatten_optimizer(tensors: dict[str, torch.Tensor], rest: list[Any]) -> list[dict[str, Any]]:
     states = []
     for i, meta in enumerate(rest):
-        state: dict[int, dict[str, Any]] = {}
-        for key, value in tensors.items():
-            idx, pid, name = key.split(".", 2)
+        keys = meta.get("keys")  # absent in checkpoints written before FSDP support: indices
+
+        def key(n: str, keys=keys) -> Any:
+            return keys[int(n)] if keys is not None else int(n)
+
+        state: dict[Any, dict[str, Any]] = {}
+        for flat, value in tensors.items():
+            idx, n, name = flat.split(".", 2)
             if int(idx) == i:
-                state.setdefault(int(pid), {})[name] = value
-        for pid, scalars in meta["scalars"].items():
-            state.setdefault(int(pid), {}).update(scalars)
+                state.setdefault(key(n), {})[name] = value
+        for n, scalars in meta["scalars"].items():
+            state.setdefault(key(n), {}).update(scalars)
         states.append({"state": state, "param_groups": meta["param_groups"]})
     return states
 

@@ -12,6 +12,8 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from vlaexp.training.distributed import global_rank
+
 log = logging.getLogger(__name__)
 
 
@@ -55,6 +57,8 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
         record[key] = {"target": node._target_, **kwargs}
         loggers.append(logger)
     run_dir = Path(cfg.paths.output_dir)
+    if global_rank() != 0:  # Lightning's loggers write on rank 0 only; so does this record
+        return loggers
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "loggers.json").write_text(json.dumps(record, indent=2))
     return loggers

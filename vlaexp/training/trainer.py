@@ -18,12 +18,25 @@ def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     return [instantiate(node) for node in cfg.callbacks.values() if node is not None]
 
 
+def _strategy(trainer_cfg: DictConfig, wrap: Sequence[type] = ()) -> Any:
+    """``trainer.strategy``; an FSDP strategy gets the policy's blocks as its wrap policy
+    unless the config names one."""
+    node = trainer_cfg.get("strategy", "auto")
+    if not isinstance(node, DictConfig):
+        return node
+    kwargs: dict[str, Any] = {}
+    if "FSDP" in str(node.get("_target_", "")) and wrap and "auto_wrap_policy" not in node:
+        kwargs["auto_wrap_policy"] = set(wrap)
+    return instantiate(node, **kwargs, _convert_="object")
+
+
 def build_trainer(
     cfg: DictConfig,
     loggers: Sequence[Any] = (),
     extra_callbacks: Sequence[pl.Callback] = (),
     overrides: dict[str, Any] | None = None,
     policy: bool = True,
+    wrap: Sequence[type] = (),
 ) -> pl.Trainer:
     """``lightning.Trainer`` from ``cfg.trainer`` with vlaexp's callbacks, loggers and
     LeRobot-layout checkpoint plugin. Lightning's own ModelCheckpoint is off: checkpoints
@@ -32,9 +45,14 @@ def build_trainer(
     ``policy=False`` builds the same Trainer for a module that is not a policy (an RND, a
     tokenizer): ``overrides`` replace trainer settings, the ``callbacks`` group and the
     LeRobot checkpoint layout are left out, and a ModelCheckpoint in ``extra_callbacks``
-    writes Lightning's own checkpoints."""
+    writes Lightning's own checkpoints. Those small modules train on one device (rank 0
+    runs them after a data-parallel policy run): strategy, devices and nodes are reset.
+
+    ``wrap``: the module classes FSDP shards as units (the policy's ``fsdp_blocks``)."""
     trainer_cfg = OmegaConf.merge(cfg.trainer, overrides) if overrides else cfg.trainer
     if not policy:
+        single = {"strategy": "auto", "devices": 1, "num_nodes": 1, "sync_batchnorm": False}
+        trainer_cfg = OmegaConf.merge(trainer_cfg, single)
         callbacks = list(extra_callbacks)
         return instantiate(
             trainer_cfg,
@@ -52,6 +70,7 @@ def build_trainer(
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     return instantiate(
         trainer_cfg,
+        strategy=_strategy(trainer_cfg, wrap),
         callbacks=callbacks,
         logger=list(loggers) if loggers else False,
         plugins=[LeRobotCheckpointIO()],

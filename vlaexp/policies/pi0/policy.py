@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers.models.gemma.modeling_gemma import GemmaMLP
+from transformers.models.siglip.modeling_siglip import SiglipEncoderLayer
 
 from vlaexp.config.policy import Pi0Config, Pi05Config
 from vlaexp.data.transforms import augment_images
@@ -46,6 +48,10 @@ HEADS = ("action_in_proj", "action_out_proj", "state_proj", "action_time_mlp", "
 class Pi0Policy(VLAPolicy):
     config_class = Pi0Config
     allows_missing_cameras = True
+    # FSDP units: SigLIP's layers and both Gemma stacks' MLPs (~90% of the weights). The
+    # joint attention calls a Gemma layer's norms and projections one by one, never the
+    # layer's forward(), so those stay in the root unit (see joint.py).
+    fsdp_blocks = (GemmaMLP, SiglipEncoderLayer)
 
     def __init__(
         self,
