@@ -6,9 +6,7 @@
 #             cannot write LeRobot's shape-(1,) features under the image's numpy 2.5); Python
 #             3.12 wheels, 29 MB together, so one call carries them (carry: .whl/gpu, .gl)
 #   .gl:      the glvnd loader debs (benchmarks/device/tabletop_gpu.sh)
-# PyAV's 40 MB wheel would not fit beside them. LeRobot imports `av` when it loads, and this
-# run records and reads PNG frames only (use_videos=false), so a stand-in module that fails
-# loudly on any use takes its place.
+# (benchmarks/device/env.sh installs them, with a stand-in for PyAV.)
 #   bash benchmarks/device/tabletop_spatial_gpu.sh "[0,1]" 00:00:07:00 16000
 # Each policy trains in a fixed run dir (/tmp/runs/<policy>): a later call on the same warm
 # machine resumes it from its last checkpoint (resume=true) with a larger MAX_TIME (Lightning's
@@ -23,39 +21,7 @@ TASKS=${1:-"[0,1]"} MAX_TIME=${2:-00:00:07:00} MAX_STEPS=${3:-16000}
 POLICIES=${POLICIES:-"pi05_small pi0_small"} KILL_S=${KILL_S:-560} EVAL_EPISODES=${EVAL_EPISODES:-20}
 EXTRA=${EXTRA:-} EPISODES=${EPISODES:-150} COLLECT_S=${COLLECT_S:-300}
 S=$(date +%s)
-if ! test -d /tmp/site/lerobot; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/gpu/*.whl || exit 1
-  mkdir -p /tmp/site/av && cat > /tmp/site/av/__init__.py <<'PY'
-"""Stand-in for PyAV on the GPU machine: LeRobot imports av when it loads; PNG-frame datasets never use it."""
-import logging as _logging
-
-
-class _Logging:
-    WARNING, ERROR = _logging.WARNING, _logging.ERROR
-
-    @staticmethod
-    def restore_default_callback():
-        pass
-
-    @staticmethod
-    def set_level(*_):
-        pass
-
-
-logging = _Logging()
-
-
-def __getattr__(name):  # ImportError: torchvision.io treats PyAV as absent on it
-    raise ImportError(f"av.{name}: PyAV is not installed here (this run uses PNG frames only)")
-PY
-fi
-test -d /tmp/gl/usr || { mkdir -p /tmp/gl && for f in .gl/*.deb; do dpkg -x "$f" /tmp/gl; done; }
-# two jobs and their spawned loader workers on 16 cores: without a thread cap, OpenMP
-# oversubscription stalled training to seconds per step
-export OMP_NUM_THREADS=4 PYTHONUNBUFFERED=1 MUJOCO_GL=egl WANDB_MODE=disabled
-export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONFAULTHANDLER=1
-export PYTHONPATH=/tmp/site:$PWD LD_LIBRARY_PATH=/tmp/gl/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+source benchmarks/device/env.sh || exit 1
 OUT=${OUT:-/tmp/out}; R=/tmp/runs; mkdir -p $R $OUT
 COMMON="+experiment=tabletop_spatial paths.root_dir=$R print_config=false data.collect.use_videos=false
  trainer.log_every_n_steps=50 eval.n_videos=0 data.collect.task_ids=$TASKS eval.task_ids=$TASKS
