@@ -266,3 +266,16 @@ def test_thresholds_round_trip_through_json() -> None:
         )
     with pytest.raises(ValueError, match="'nope'"):
         threshold_from_dict({"kind": "nope"})
+
+
+def test_too_few_calibration_successes_warn_that_no_alarm_can_fire(caplog) -> None:
+    from vlaexp.uncertainty.detect import min_calibration_episodes
+
+    assert [min_calibration_episodes(q) for q in (0.5, 0.9, 0.95)] == [1, 9, 19]
+    for n in (18, 19):  # the conformal quantile is finite from n = 19 on at q = 0.95
+        caplog.clear()
+        scores = [np.full(5, float(i)) for i in range(n)]
+        threshold = calibrate("constant", scores, window=1, q=0.95)
+        assert np.isinf(threshold.value) == (n == 18)
+        warned = "cannot set a level-0.95 threshold (it needs >= 19)" in caplog.text
+        assert warned == (n == 18)

@@ -10,6 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from vlaexp.config.compose import compose_config
+from vlaexp.errors import VlaexpError
 from vlaexp.policies.factory import load_pretrained, make_policy
 from vlaexp.policies.pi0.policy import Pi0Policy
 from vlaexp.training.trainer import build_trainer
@@ -300,3 +301,44 @@ def test_padded_vision_mlp_is_the_same_function_trains_the_same_and_saves_publis
     reloaded = load_pretrained(tmp_path / "pretrained_model")
     assert reloaded.config.vision.mlp_pad_multiple == 128
     torch.testing.assert_close(fixed_loss(reloaded, batch), fixed_loss(padded, batch))
+
+
+def test_advantage_conditioning_prompts_dropout_and_guidance() -> None:
+    """Training prompts carry the batch's advantage label except for a dropout share; acting
+    asks for "positive"; guidance beta mixes the two velocities linearly."""
+    policy = tiny("pi05_tiny", "policy.advantage.enabled=true", "policy.advantage.dropout=0.3")
+    batch = make_batch(b=200)
+    batch["advantage_positive"] = torch.arange(200) % 2 == 0
+    torch.manual_seed(0)
+    policy.train()
+    indicators = policy._advantage_indicators(batch, 200)
+    kept = [(i, a) for i, a in enumerate(indicators) if a is not None]
+    assert abs(1 - len(kept) / 200 - 0.3) < 0.08  # about 30% dropped
+    assert all(a == ("positive" if i % 2 == 0 else "negative") for i, a in kept)
+    prompts = policy.prompts([TASK] * 2, torch.zeros(2, 32), ["positive", None])
+    assert prompts[0].endswith(";\nAdvantage: positive;\nAction: ")
+    assert "Advantage" not in prompts[1] and prompts[1].endswith(";\nAction: ")
+    del batch["advantage_positive"]
+    with pytest.raises(VlaexpError, match="value_advantage"):
+        policy._advantage_indicators(batch, 200)
+
+    batch["advantage_positive"] = torch.arange(200) % 2 == 0
+    policy.eval()  # validation loss: every label, none dropped; acting: "positive"
+    assert policy._advantage_indicators(batch, 200) == [
+        "positive" if i % 2 == 0 else "negative" for i in range(200)
+    ]
+    assert policy._advantage_indicators(batch, 3, labels=False) == ["positive"] * 3
+    small = make_batch(b=2)
+    noise = torch.randn(2, policy.config.chunk_size, policy.config.max_action_dim)
+    policy.config.num_inference_steps = 1  # one Euler step: actions are linear in beta
+
+    def act(beta: float) -> torch.Tensor:
+        policy.config.advantage.guidance = beta
+        return policy.predict_action_chunk(small, noise=noise)
+
+    a0, a1, a2 = act(0.0), act(1.0), act(2.0)
+    torch.testing.assert_close(a2 - a1, a1 - a0, atol=1e-4, rtol=1e-4)
+    assert (a1 - a0).abs().max() > 1e-4  # the indicator changes the actions
+    # beta 0 is the policy without the indicator: same as feeding the unconditioned prompt
+    policy.config.advantage.enabled = False
+    torch.testing.assert_close(policy.predict_action_chunk(small, noise=noise), a0)

@@ -95,3 +95,59 @@ def test_metrics_of_a_perfect_and_of_a_shuffled_predictor() -> None:
     flipped = value_metrics([logits_for(-1 - v) for v in values], values, success)
     assert flipped["spearman_median"] == pytest.approx(-1.0) and flipped["top1"] < 0.5
     assert flipped["midpoint_auroc"] < 0.5
+
+
+def test_n_step_advantages_by_hand() -> None:
+    from vlaexp.value.advantage import n_step_advantages
+
+    labels = np.array([-0.75, -0.5, -0.25, 0.0])  # a 4-step success, scale 4
+    values = np.array([-0.5, -0.5, -0.25, 0.1])
+    # t=0: (l0 - l2) + V2 - V0; t=1: (l1 - l3) + V3 - V1; t=2, 3: past the end, l_t - V_t
+    np.testing.assert_allclose(n_step_advantages(labels, values, 2), [-0.25, 0.1, 0.0, -0.1])
+    np.testing.assert_allclose(n_step_advantages(labels, values, None), [-0.25, 0, 0, -0.1])
+    # a perfect value function leaves no advantage; V = 0 leaves the N rewards: -N / scale
+    np.testing.assert_allclose(n_step_advantages(labels, labels, 2), 0.0)
+    np.testing.assert_allclose(n_step_advantages(labels, np.zeros(4), 2)[:2], -0.5)
+    with pytest.raises(VlaexpError, match="advantage_horizon"):
+        n_step_advantages(labels, values, 0)
+
+
+def test_positive_thresholds_leave_the_asked_fraction_per_task() -> None:
+    from vlaexp.value.advantage import positive_thresholds
+
+    rng = np.random.default_rng(0)
+    adv = {"a": np.arange(10.0), "b": rng.normal(size=1000)}
+    eps = positive_thresholds(adv, 0.3)
+    assert (adv["a"] >= eps["a"]).tolist() == [False] * 7 + [True] * 3
+    assert abs((adv["b"] >= eps["b"]).mean() - 0.3) < 0.002
+    with pytest.raises(VlaexpError, match="positive_fraction"):
+        positive_thresholds(adv, 1.0)
+
+
+def test_advantage_dataset_adds_two_columns_lerobot_loads(tiny_dataset, tmp_path) -> None:
+    import json
+
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from vlaexp.value.advantage import write_advantage_dataset
+
+    adv = {e: np.arange(16) * 0.1 - e for e in range(6)}
+    pos = {e: np.arange(16) % 3 == 0 for e in range(6)}
+    out = write_advantage_dataset(tiny_dataset, tmp_path / "derived", adv, pos)
+    info = json.loads((out / "meta" / "info.json").read_text())
+    assert info["features"]["advantage"] == {"dtype": "float32", "shape": [1], "names": None}
+    assert (
+        "advantage" not in json.loads((tiny_dataset / "meta" / "info.json").read_text())["features"]
+    )
+    ds = LeRobotDataset("test/derived", root=out)
+    for idx in (0, 17, 95):
+        item = ds[idx]
+        e, f = int(item["episode_index"]), int(item["frame_index"])
+        assert float(item["advantage"]) == pytest.approx(adv[e][f], abs=1e-6)
+        assert bool(item["advantage_positive"]) == pos[e][f]
+    assert item["observation.images.agentview"].shape[0] == 3  # the rest is untouched
+    with pytest.raises(VlaexpError, match="already exists"):
+        write_advantage_dataset(tiny_dataset, out, adv, pos)
+    with pytest.raises(VlaexpError, match="without an advantage"):
+        write_advantage_dataset(tiny_dataset, tmp_path / "short", {0: adv[0]}, {0: pos[0]})
+    assert not list(tmp_path.glob("short*"))  # nothing half-written is left

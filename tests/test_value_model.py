@@ -301,7 +301,7 @@ def unflagged_dataset(root: Path) -> Path:
     return root
 
 
-def test_train_stage_fits_a_value_fn_and_value_eval_writes_test_metrics(
+def test_train_stage_fits_a_value_fn_value_eval_and_value_advantage(
     tiny_data: list[str], tmp_path: Path
 ) -> None:
     from vlaexp.config.compose import resolved_run_config
@@ -333,3 +333,39 @@ def test_train_stage_fits_a_value_fn_and_value_eval_writes_test_metrics(
     for key in ("cross_entropy", "top1", "top5", "mae", "spearman_pooled"):
         assert np.isfinite(result[key]) and ctx.metrics[f"value_eval/{key}"] == result[key]
     assert 0 <= result["top1"] <= result["top5"] <= 1
+
+    # advantages of every frame of every episode, in a derived LeRobotDataset
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    get_stage("value_advantage")(ctx)
+    summary = json.loads((ctx.run_dir / "advantage.json").read_text())
+    assert summary["episodes"] == 6 and summary["frames"] == 96 and summary["horizon"] == 50
+    for fraction in summary["positive_fraction"].values():  # 2 tasks x 48 frames
+        assert abs(fraction - 0.3) <= 1 / 48
+    derived = LeRobotDataset("test/advantage", root=ctx.artifacts["advantage_dataset"])
+    adv = derived.hf_dataset["advantage"]
+    assert len(adv) == 96 and all(np.isfinite(float(a)) for a in adv)
+    item = derived[20]
+    task = item["task"]
+    positive = bool(item["advantage_positive"])
+    assert positive == (float(item["advantage"]) >= summary["thresholds"][task])
+
+    # an advantage-conditioned Pi0.5 trains on that dataset from the entry point's stages
+    pi05 = resolved_run_config(
+        [
+            *[o for o in overrides if not o.startswith(("policy=", "data.root="))],
+            f"data.root={ctx.artifacts['advantage_dataset']}",
+            "policy=pi05_tiny",
+            "policy.image_size=32",
+            "policy.chunk_size=4",
+            "policy.n_action_steps=2",
+            "policy.advantage.enabled=true",
+            "trainer.max_steps=2",
+        ],
+        tmp_path / "pi05",
+    )
+    pi05_ctx = RunContext(cfg=pi05, run_dir=tmp_path / "pi05")
+    get_stage("train")(pi05_ctx)
+    assert pi05_ctx.metrics["train/global_step"] == 2 and np.isfinite(
+        pi05_ctx.metrics["train/loss"]
+    )

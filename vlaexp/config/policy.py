@@ -203,9 +203,25 @@ class Pi0Config(PolicyConfig):
 
 
 @dataclass
+class AdvantageConditioningConfig:
+    """RECAP's advantage conditioning (Pi0.5). Training: the prompt says "Advantage:
+    positive" or "Advantage: negative" after the state, from the dataset's
+    ``advantage_positive`` column (the ``value_advantage`` stage writes that dataset), and
+    leaves the indicator out for ``dropout`` of the samples, so the policy also learns the
+    prompt without it. Acting: "positive", with classifier-free guidance of weight
+    ``guidance`` (beta): v = v_none + beta * (v_positive - v_none) at every denoising step;
+    1.0 is the positive-conditioned policy alone (one pass, no guidance cost)."""
+
+    enabled: bool = False
+    dropout: float = 0.3
+    guidance: float = 1.0
+
+
+@dataclass
 class Pi05Config(Pi0Config):
     type: str = "pi05"
     tokenizer_max_length: int = 200
+    advantage: AdvantageConditioningConfig = field(default_factory=AdvantageConditioningConfig)
     normalization: NormalizationConfig = field(
         default_factory=lambda: NormalizationConfig(state="quantile", action="quantile")
     )

@@ -53,6 +53,10 @@ class ValueFunctionConfig:
     loss: str = "ce"  # ce | hl_gauss
     sigma_bins: float = 0.75  # HL-Gauss width in bin widths
     c_fail: Any = None  # failure penalty in steps; None = half the task's longest episode
+    # The value_advantage stage (vlaexp.value.advantage): N of the N-step advantage (null:
+    # Monte-Carlo) and the share of each task's frames labelled advantage_positive.
+    advantage_horizon: Any = 50
+    advantage_positive_fraction: float = 0.3
     # Hub id or local dir (AutoTokenizer), or a tokenizer bundled with vlaexp (`tabletop`).
     tokenizer: str = "google/gemma-3-270m"
     tokenizer_max_length: int = 48

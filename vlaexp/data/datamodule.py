@@ -57,6 +57,11 @@ def open_metadata(repo_id: str | None, root: str | Path | None):
         ) from e
 
 
+# Dataset columns handed to the policy as they are when a dataset has them: the advantage
+# labels of the value_advantage stage (advantage-conditioned Pi0.5).
+PASSTHROUGH = ("advantage", "advantage_positive")
+
+
 class PolicyDataset(Dataset):
     """Renames a LeRobotDataset's features to the policy's and prepares its images."""
 
@@ -89,6 +94,9 @@ class PolicyDataset(Dataset):
         out["task"] = item["task"]
         out["episode_index"] = item["episode_index"]
         out["frame_index"] = item["frame_index"]
+        for key in PASSTHROUGH:
+            if key in item:
+                out[key] = item[key]
         return out
 
 

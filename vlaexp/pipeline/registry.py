@@ -30,6 +30,7 @@ STAGES: dict[str, str] = {
     "rnd_detect": "vlaexp.uncertainty.stages:detect_stage",
     "rnd_visualize": "vlaexp.uncertainty.stages:visualize_stage",
     "value_eval": "vlaexp.value.stages:eval_stage",
+    "value_advantage": "vlaexp.value.stages:advantage_stage",
 }
 
 # Stages every rank of a data-parallel run takes part in; the others run on rank 0 only.

@@ -25,6 +25,7 @@ quantile on a validation split.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ from numpy.typing import ArrayLike
 
 THRESHOLD_KINDS = ("constant", "time_varying")
 SELECTION_METRICS = ("balanced_accuracy", "accuracy", "TWA", "TPR", "TNR")
+
+log = logging.getLogger(__name__)
 
 
 def _check_window(window: int) -> int:
@@ -90,6 +93,13 @@ def conformal_quantile(values: ArrayLike, q: float) -> float:
     if k > n:
         return math.inf
     return float(np.partition(v, k - 1)[k - 1])
+
+
+def min_calibration_episodes(q: float) -> int:
+    """Fewest calibration values for which :func:`conformal_quantile` at level ``q`` is
+    finite: ``ceil((n + 1) q) <= n`` holds from ``n = ceil(q / (1 - q))`` on (19 at 0.95)."""
+    q = _check_q(q)
+    return math.ceil(q / (1.0 - q) - 1e-9)
 
 
 @runtime_checkable
@@ -228,6 +238,16 @@ def calibrate(
     window, q = _check_window(window), _check_q(q)
     if len(calib_scores) == 0:
         raise ValueError("calibration needs at least one successful episode, got 0")
+    need = min_calibration_episodes(q)
+    if len(calib_scores) < need:
+        log.warning(
+            "%d successful calibration episodes cannot set a level-%.2f threshold (it needs "
+            ">= %d): the threshold is +inf and never raises an alarm. Record more calibration "
+            "rollouts or lower q.",
+            len(calib_scores),
+            q,
+            need,
+        )
     ws = [windowed(s, window) for s in calib_scores]
     if kind == "constant":
         value = conformal_quantile([w.max() for w in ws], q)

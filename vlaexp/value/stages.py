@@ -1,4 +1,5 @@
-"""Stage `value_eval`: the value function's metrics on the test split, as JSON."""
+"""Stages `value_eval` (the value function's metrics on the test split, as JSON) and
+`value_advantage` (advantages of every frame, in a derived LeRobotDataset)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ from collections import defaultdict
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from vlaexp.data.datamodule import datamodule_from_config
-from vlaexp.errors import ConfigError
+from vlaexp.errors import ConfigError, VlaexpError
 from vlaexp.pipeline.context import RunContext
+from vlaexp.value.advantage import n_step_advantages, positive_thresholds, write_advantage_dataset
+from vlaexp.value.labels import expected_value
 from vlaexp.value.metrics import value_metrics
 from vlaexp.value.model import load_value_function
 
@@ -20,38 +24,105 @@ log = logging.getLogger(__name__)
 METRICS_FILE = "value_eval.json"
 
 
+def _value_function(ctx: RunContext, stage: str):
+    """The value function this run trained (or ``policy.path``), on the GPU if there is one."""
+    path = ctx.artifacts.get("value_fn") or ctx.cfg.policy.get("path")
+    if not path:
+        raise ConfigError(
+            f"{stage} needs a trained value function: run the `train` stage with "
+            "policy=value_fn first, or set policy.path"
+        )
+    model = load_value_function(path)
+    return model.cuda() if torch.cuda.is_available() else model
+
+
+def _predict(model, loader) -> dict[int, dict[str, list]]:
+    """Per episode, in loader order: frame indices, logits and value labels."""
+    out: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    with torch.no_grad():
+        for batch in loader:
+            logits = model.logits(batch).float().cpu()
+            for i, ep in enumerate(batch["episode_index"].tolist()):
+                out[ep]["frame"].append(int(batch["frame_index"][i]))
+                out[ep]["logits"].append(logits[i])
+                out[ep]["value"].append(batch["value"][i])
+    return out
+
+
 def eval_stage(ctx: RunContext) -> None:
     """Load the value function trained by this run (or ``policy.path``), predict every frame
     of the test episodes and write :func:`value_metrics` to ``<run_dir>/value_eval.json``."""
     cfg = ctx.cfg
-    path = ctx.artifacts.get("value_fn") or cfg.policy.get("path")
-    if not path:
-        raise ConfigError(
-            "value_eval needs a trained value function: run the `train` stage with "
-            "policy=value_fn first, or set policy.path"
-        )
-    model = load_value_function(path)
-    if torch.cuda.is_available():
-        model = model.cuda()
+    model = _value_function(ctx, "value_eval")
     datamodule = datamodule_from_config(cfg.data, cfg.policy, ctx.artifacts.get("dataset"))
     datamodule.setup("test")
     if "test" not in datamodule.datasets:
         raise ConfigError("value_eval: the test split is empty (data.split gives it no episodes)")
-    logits: dict[int, list[torch.Tensor]] = defaultdict(list)
-    values: dict[int, list[torch.Tensor]] = defaultdict(list)
-    with torch.no_grad():
-        for batch in datamodule.test_dataloader():
-            out = model.logits(batch).float().cpu()
-            for i, ep in enumerate(batch["episode_index"].tolist()):
-                logits[ep].append(out[i])
-                values[ep].append(batch["value"][i])
-    episodes = sorted(logits)
+    predicted = _predict(model, datamodule.test_dataloader())
+    episodes = sorted(predicted)
     metrics = value_metrics(
-        [torch.stack(logits[e]) for e in episodes],
-        [torch.stack(values[e]).numpy().astype(np.float64) for e in episodes],
+        [torch.stack(predicted[e]["logits"]) for e in episodes],
+        [torch.stack(predicted[e]["value"]).numpy().astype(np.float64) for e in episodes],
         [bool(datamodule.outcomes[e]["success"]) for e in episodes],
     )
-    result = {"episodes": episodes, "frames": sum(len(v) for v in values.values()), **metrics}
+    frames = sum(len(p["value"]) for p in predicted.values())
+    result = {"episodes": episodes, "frames": frames, **metrics}
     (ctx.run_dir / METRICS_FILE).write_text(json.dumps(result, indent=2))
     ctx.log_metrics({f"value_eval/{k}": v for k, v in metrics.items()})
     log.info("Value function on %d test episodes: %s", len(episodes), metrics)
+
+
+def advantage_stage(ctx: RunContext) -> None:
+    """Predict the value of every frame of every episode (all splits), compute N-step
+    advantages and each task's positive threshold (:mod:`vlaexp.value.advantage`), and write
+    the dataset with ``advantage`` / ``advantage_positive`` columns to
+    ``<run_dir>/advantage_dataset`` (summary: ``advantage.json``)."""
+    cfg = ctx.cfg
+    horizon, fraction = cfg.policy.advantage_horizon, cfg.policy.advantage_positive_fraction
+    model = _value_function(ctx, "value_advantage")
+    datamodule = datamodule_from_config(cfg.data, cfg.policy, ctx.artifacts.get("dataset"))
+    datamodule.setup("fit")
+    predicted: dict[int, dict[str, list]] = {}
+    for dataset in datamodule.datasets.values():
+        loader = DataLoader(dataset, batch_size=datamodule.batch_size, num_workers=0)
+        predicted.update(_predict(model, loader))
+    advantages, tasks = {}, {}
+    for ep, p in predicted.items():
+        order = np.argsort(p["frame"])
+        if not np.array_equal(np.asarray(p["frame"])[order], np.arange(len(order))):
+            raise VlaexpError(f"episode {ep}: frames missing from the value predictions")
+        labels = torch.stack(p["value"]).numpy()[order]
+        values = expected_value(torch.stack(p["logits"])).numpy()[order]
+        advantages[ep] = n_step_advantages(labels, values, horizon)
+        tasks[ep] = datamodule.outcomes[ep]["task"]
+    by_task: dict[str, list[np.ndarray]] = defaultdict(list)
+    for ep, adv in advantages.items():
+        by_task[tasks[ep]].append(adv)
+    eps = positive_thresholds({t: np.concatenate(a) for t, a in by_task.items()}, fraction)
+    positive = {ep: adv >= eps[tasks[ep]] for ep, adv in advantages.items()}
+    out = write_advantage_dataset(
+        datamodule.meta.root, ctx.run_dir / "advantage_dataset", advantages, positive
+    )
+    success = {ep: bool(datamodule.outcomes[ep]["success"]) for ep in advantages}
+
+    def mean_over(keep: bool) -> float | None:
+        sel = [advantages[e] for e in advantages if success[e] == keep]
+        return float(np.concatenate(sel).mean()) if sel else None
+
+    summary = {
+        "dataset": str(out),
+        "horizon": horizon,
+        "positive_fraction_target": fraction,
+        "episodes": len(advantages),
+        "frames": int(sum(len(a) for a in advantages.values())),
+        "thresholds": eps,
+        "positive_fraction": {
+            t: float(np.mean([p for e in advantages if tasks[e] == t for p in positive[e]]))
+            for t in eps
+        },
+        "mean_advantage_successes": mean_over(True),
+        "mean_advantage_failures": mean_over(False),
+    }
+    (ctx.run_dir / "advantage.json").write_text(json.dumps(summary, indent=2))
+    ctx.artifacts["advantage_dataset"] = out
+    log.info("Advantages of %d frames written to %s", summary["frames"], out)

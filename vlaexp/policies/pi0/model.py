@@ -234,20 +234,38 @@ class Pi0Model(nn.Module):
         state: torch.Tensor | None,
         noise: torch.Tensor | None = None,
         num_steps: int | None = None,
+        guidance: tuple[torch.Tensor, torch.Tensor, float] | None = None,
     ) -> torch.Tensor:
-        """Euler integration from noise (t=1) to actions (t=0): float[B, C, 32]."""
+        """Euler integration from noise (t=1) to actions (t=0): float[B, C, 32].
+
+        ``guidance``: (tokens, token mask of the unconditioned prompt, beta) for
+        classifier-free guidance. Both prompts then go through as one batch of 2B (one
+        prefix pass, one expert pass per step) and each step moves along
+        ``v_uncond + beta * (v_cond - v_uncond)``."""
         b = tokens.shape[0]
         if noise is None:
             shape = (b, self.cfg.chunk_size, self.cfg.max_action_dim)
             noise = torch.randn(shape, device=tokens.device, dtype=torch.float32)
+        if guidance is not None:
+            u_tokens, u_mask, beta = guidance
+            images = [torch.cat([i, i]) for i in images]
+            image_masks = [torch.cat([m, m]) for m in image_masks]
+            tokens, token_mask = torch.cat([tokens, u_tokens]), torch.cat([token_mask, u_mask])
+            state = None if state is None else torch.cat([state, state])
         prefix_pad, cache = self.encode_prefix(images, image_masks, tokens, token_mask)
         # stacked once per chunk, shared by the denoising steps
         fused = fused_weights(self.expert)
         times, dt = euler_times(num_steps or self.cfg.num_inference_steps)
         x_t = noise
         for time in times:
-            t = torch.full((b,), time, dtype=torch.float32, device=tokens.device)
-            x_t = x_t + dt * self.denoise_step(state, prefix_pad, cache, x_t, t, fused)
+            t = torch.full((tokens.shape[0],), time, dtype=torch.float32, device=tokens.device)
+            if guidance is None:
+                v = self.denoise_step(state, prefix_pad, cache, x_t, t, fused)
+            else:
+                both = self.denoise_step(state, prefix_pad, cache, torch.cat([x_t, x_t]), t, fused)
+                v_cond, v_uncond = both.chunk(2)
+                v = v_uncond + beta * (v_cond - v_uncond)
+            x_t = x_t + dt * v
         return x_t
 
 

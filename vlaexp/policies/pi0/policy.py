@@ -20,7 +20,7 @@ from transformers.models.siglip.modeling_siglip import SiglipEncoderLayer
 
 from vlaexp.config.policy import Pi0Config, Pi05Config
 from vlaexp.data.transforms import augment_images
-from vlaexp.errors import ConfigError
+from vlaexp.errors import ConfigError, VlaexpError
 from vlaexp.policies.base import ACTION, STATE, VLAPolicy, image_key
 from vlaexp.policies.pi0.model import CudaGraphSampler, Pi0Model, compile_sampling
 from vlaexp.policies.pi0.prompt import (
@@ -43,6 +43,8 @@ TOKENIZER_DIR = "tokenizer"
 FP32_PARAMS = ("vision_tower.vision_model.embeddings.", "layernorm", "layer_norm", ".norm.")
 # Action-side heads: trained even when LoRA freezes the rest.
 HEADS = ("action_in_proj", "action_out_proj", "state_proj", "action_time_mlp", "time_mlp")
+
+ADVANTAGE_KEY = "advantage_positive"  # the column the value_advantage stage writes
 
 
 class Pi0Policy(VLAPolicy):
@@ -94,6 +96,9 @@ class Pi0Policy(VLAPolicy):
     def _validate(config: Pi0Config) -> None:
         if config.dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"policy.dtype must be float32 or bfloat16, got '{config.dtype}'")
+        adv = getattr(config, "advantage", None)
+        if adv is not None and adv.enabled and not 0.0 <= adv.dropout < 1.0:
+            raise ConfigError(f"policy.advantage.dropout must be in [0, 1), got {adv.dropout}")
         if config.attention not in ("sdpa", "eager"):
             raise ConfigError(f"policy.attention must be sdpa or eager, got '{config.attention}'")
         for what, dim, most in (
@@ -206,26 +211,65 @@ class Pi0Policy(VLAPolicy):
         state = self.normalizer.normalize(STATE, batch[STATE].float())
         return F.pad(state, (0, self.config.max_state_dim - state.shape[-1]))
 
-    def prompts(self, tasks: list[str], state: torch.Tensor) -> list[str]:
+    def prompts(
+        self, tasks: list[str], state: torch.Tensor, advantage: list[str | None] | None = None
+    ) -> list[str]:
         if not self.pi05:
             return [pi0_prompt(t) for t in tasks]
         bins = discretize_state(state.detach().float().cpu().numpy())
-        return [pi05_prompt(t, b) for t, b in zip(tasks, bins, strict=True)]
+        advantage = advantage or [None] * len(tasks)
+        return [pi05_prompt(t, b, a) for t, b, a in zip(tasks, bins, advantage, strict=True)]
 
-    def _inputs(self, batch: dict[str, Any]) -> tuple[Any, ...]:
+    @property
+    def advantage_conditioned(self) -> bool:
+        adv = getattr(self.config, "advantage", None)
+        return bool(adv is not None and adv.enabled)
+
+    def _advantage_indicators(
+        self, batch: dict[str, Any], n: int, labels: bool = True
+    ) -> list[str | None] | None:
+        """Per sample "positive" / "negative" / None (no indicator), or None when the policy
+        is not advantage-conditioned. ``labels`` (the loss, training and validation): the
+        batch's labels, a ``policy.advantage.dropout`` share of them dropped in training;
+        otherwise (acting) "positive"."""
+        if not self.advantage_conditioned:
+            return None
+        if not labels:
+            return ["positive"] * n
+        if ADVANTAGE_KEY not in batch:
+            raise VlaexpError(
+                f"policy.advantage.enabled=true needs '{ADVANTAGE_KEY}' in every training batch: "
+                "run the value_advantage stage (policy=value_fn) and train on the dataset it "
+                "writes (data=lerobot data.root=<run dir>/advantage_dataset)"
+            )
+        flags = torch.as_tensor(batch[ADVANTAGE_KEY]).reshape(-1).bool().tolist()
+        dropout = self.config.advantage.dropout if self.training else 0.0
+        keep = (torch.rand(n) >= dropout).tolist()
+        return [
+            ("positive" if f else "negative") if k else None
+            for f, k in zip(flags, keep, strict=True)
+        ]
+
+    def _inputs(
+        self, batch: dict[str, Any], indicator: bool = True, labels: bool = False
+    ) -> tuple[Any, ...]:
+        """Model inputs of a batch. Advantage-conditioned policies: ``labels`` puts the
+        batch's advantage labels in the prompts (the loss), else "positive" (acting);
+        ``indicator=False`` leaves the indicator out (guidance's unconditioned branch)."""
         images, masks = self._images(batch)
         state = self._state(batch)
         tasks = batch["task"]
         tasks = [tasks] * state.shape[0] if isinstance(tasks, str) else list(tasks)
+        advantage = self._advantage_indicators(batch, len(tasks), labels) if indicator else None
         tokens, token_mask = tokenize(
-            self.tokenizer, self.prompts(tasks, state), self.config.tokenizer_max_length
+            self.tokenizer, self.prompts(tasks, state, advantage), self.config.tokenizer_max_length
         )
         tokens, token_mask = tokens.to(self.device), token_mask.to(self.device)
         return images, masks, tokens, token_mask, (None if self.pi05 else state)
 
     # ----- the contract -----------------------------------------------------------------
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        images, masks, tokens, token_mask, state = self._inputs(batch)
+        images, masks, tokens, token_mask, state = self._inputs(batch, labels=True)
         actions = self.normalizer.normalize(ACTION, batch[ACTION].float())
         dim = actions.shape[-1]
         actions = F.pad(actions, (0, self.config.max_action_dim - dim))
@@ -248,7 +292,12 @@ class Pi0Policy(VLAPolicy):
             shape = (tokens.shape[0], self.config.chunk_size, self.config.max_action_dim)
             noise = torch.randn(shape, device=self.device)
         inputs = (images, masks, tokens, token_mask, state, noise)
-        if self.config.cuda_graphs and self.device.type == "cuda":
+        beta = self.config.advantage.guidance if self.advantage_conditioned else 1.0
+        if beta != 1.0:  # classifier-free guidance: eager, both prompts in one batch
+            _, _, u_tokens, u_mask, _ = self._inputs(batch, indicator=False)
+            with self.autocast():
+                actions = self.model.sample_actions(*inputs, guidance=(u_tokens, u_mask, beta))
+        elif self.config.cuda_graphs and self.device.type == "cuda":
             if self._sampler is None or not self._sampler.matches(self.model, inputs):
                 self._sampler = CudaGraphSampler(self.model, inputs, self.autocast)
             actions = self._sampler(*inputs)

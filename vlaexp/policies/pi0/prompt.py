@@ -63,10 +63,13 @@ def pi0_prompt(task: str) -> str:
     return task if task.endswith("\n") else f"{task}\n"
 
 
-def pi05_prompt(task: str, discrete_state: np.ndarray) -> str:
+def pi05_prompt(task: str, discrete_state: np.ndarray, advantage: str | None = None) -> str:
+    """``advantage`` ("positive" / "negative", advantage conditioning) adds
+    ``"Advantage: <it>;\n"`` before ``"Action: "``; None leaves the published prompt."""
     clean = task.strip().replace("_", " ").replace("\n", " ")
     state = " ".join(str(int(v)) for v in discrete_state)
-    return f"Task: {clean}, State: {state};\nAction: "
+    indicator = f"Advantage: {advantage};\n" if advantage else ""
+    return f"Task: {clean}, State: {state};\n{indicator}Action: "
 
 
 def tokenize(

@@ -1,0 +1,127 @@
+"""Advantages from a value function, RECAP-style, written into a derived LeRobotDataset.
+
+The rewards are the ones the value labels imply (:mod:`vlaexp.value.labels`): with
+``label_t`` the normalized negative time-to-go of frame ``t`` and ``label_T = 0`` past the
+end, ``r_t = label_t - label_{t+1}``, so N rewards from ``t`` sum to ``label_t - label_{t+N}``
+(``-N / max length`` inside a successful episode; the failure penalty in the last step of
+a failed one). The N-step advantage is
+
+    A_t = sum_{k=t}^{t+N-1} r_k + V(s_{t+N}) - V(s_t)        (bootstrap 0 past the end)
+
+and the Monte-Carlo one (``horizon=None``) ``A_t = label_t - V(s_t)``. Per task, a threshold
+epsilon is the quantile of the task's advantages that leaves ``positive_fraction`` (30%) of
+its frames at or above it: those frames are ``advantage_positive``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from vlaexp.errors import ConfigError, VlaexpError
+
+ADVANTAGE = "advantage"
+POSITIVE = "advantage_positive"
+
+
+def n_step_advantages(labels: np.ndarray, predicted: np.ndarray, horizon: int | None) -> np.ndarray:
+    """float[T] advantages of one episode from its value labels and predicted values."""
+    labels = np.asarray(labels, dtype=np.float64)
+    predicted = np.asarray(predicted, dtype=np.float64)
+    if labels.shape != predicted.shape or labels.ndim != 1:
+        raise ValueError(f"labels {labels.shape} and predictions {predicted.shape} must be [T]")
+    if horizon is not None and horizon < 1:
+        raise ConfigError(f"policy.advantage_horizon must be >= 1 or null, got {horizon}")
+    advantage = labels - predicted  # Monte-Carlo, and N-step where t + N is past the end
+    if horizon is not None:
+        ahead = np.arange(len(labels)) + horizon
+        inside = ahead < len(labels)
+        advantage[inside] += predicted[ahead[inside]] - labels[ahead[inside]]
+    return advantage
+
+
+def positive_thresholds(
+    advantages: Mapping[str, np.ndarray], positive_fraction: float = 0.3
+) -> dict[str, float]:
+    """Per task, the advantage at or above which ``positive_fraction`` of its frames lie."""
+    if not 0.0 < positive_fraction < 1.0:
+        raise ConfigError(
+            f"policy.advantage_positive_fraction must be in (0, 1), got {positive_fraction}"
+        )
+    return {
+        task: float(np.quantile(np.asarray(a, dtype=np.float64), 1.0 - positive_fraction))
+        for task, a in advantages.items()
+    }
+
+
+def write_advantage_dataset(
+    src: str | Path,
+    dst: str | Path,
+    advantages: Mapping[int, np.ndarray],
+    positive: Mapping[int, np.ndarray],
+) -> Path:
+    """A copy of the LeRobotDataset at ``src`` with ``advantage`` (float32) and
+    ``advantage_positive`` (bool) columns, one value per frame, declared in ``info.json``
+    (and the parquet files' own feature metadata) so LeRobotDataset loads them like any
+    feature. Every frame of ``src`` needs a value. (LeRobot has no call that adds a column
+    to a recorded dataset; its on-disk format is plain parquet, so pyarrow does it here.)"""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src, dst = Path(src), Path(dst)
+    if dst.exists():
+        raise VlaexpError(f"{dst} already exists: the derived dataset is never overwritten")
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    try:
+        for path in sorted((tmp / "data").rglob("*.parquet")):
+            table = pq.read_table(path)
+            episodes = table["episode_index"].to_numpy()
+            frames = table["frame_index"].to_numpy()
+            try:
+                adv = np.array([advantages[e][f] for e, f in zip(episodes, frames, strict=True)])
+                pos = np.array([positive[e][f] for e, f in zip(episodes, frames, strict=True)])
+            except (KeyError, IndexError):
+                raise VlaexpError(
+                    f"{path}: frames without an advantage (episodes differ?)"
+                ) from None
+            for name in (ADVANTAGE, POSITIVE):
+                if name in table.column_names:
+                    table = table.drop_columns([name])
+            table = table.append_column(ADVANTAGE, pa.array(adv.astype(np.float32)))
+            table = table.append_column(POSITIVE, pa.array(pos.astype(bool)))
+            meta = dict(table.schema.metadata or {})
+            if b"huggingface" in meta:  # datasets' own copy of the features
+                hf = json.loads(meta[b"huggingface"])
+                feats = hf.setdefault("info", {}).setdefault("features", {})
+                feats[ADVANTAGE] = {"dtype": "float32", "_type": "Value"}
+                feats[POSITIVE] = {"dtype": "bool", "_type": "Value"}
+                meta[b"huggingface"] = json.dumps(hf).encode()
+            pq.write_table(table.replace_schema_metadata(meta), path)
+        info_path = tmp / "meta" / "info.json"
+        info = json.loads(info_path.read_text())
+        info["features"][ADVANTAGE] = {"dtype": "float32", "shape": [1], "names": None}
+        info["features"][POSITIVE] = {"dtype": "bool", "shape": [1], "names": None}
+        info_path.write_text(json.dumps(info, indent=4))
+        stats_path = tmp / "meta" / "stats.json"
+        if stats_path.exists():
+            stats = json.loads(stats_path.read_text())
+            all_adv = np.concatenate([np.asarray(a, dtype=np.float64) for a in advantages.values()])
+            stats[ADVANTAGE] = {
+                "min": [float(all_adv.min())],
+                "max": [float(all_adv.max())],
+                "mean": [float(all_adv.mean())],
+                "std": [float(all_adv.std())],
+                "count": [int(all_adv.size)],
+            }
+            stats_path.write_text(json.dumps(stats, indent=4))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written survives
+        raise
+    tmp.rename(dst)
+    return dst
