@@ -151,3 +151,26 @@ def test_advantage_dataset_adds_two_columns_lerobot_loads(tiny_dataset, tmp_path
     with pytest.raises(VlaexpError, match="without an advantage"):
         write_advantage_dataset(tiny_dataset, tmp_path / "short", {0: adv[0]}, {0: pos[0]})
     assert not list(tmp_path.glob("short*"))  # nothing half-written is left
+
+
+def test_value_plot_puts_the_probability_mass_where_the_logits_do(tmp_path) -> None:
+    from PIL import Image
+
+    from vlaexp.value.plots import plot_value_over_time
+
+    def bands(mass_on: slice) -> tuple[float, float]:
+        """Median brightness of an upper and a lower band of the heat strip's middle."""
+        logits = torch.full((20, 201), -20.0)
+        logits[:, mass_on] = 0.0
+        path = plot_value_over_time(tmp_path / "ep.png", logits, np.full(20, -0.5), "ep")
+        img = np.asarray(Image.open(path).convert("L"), dtype=np.float64)
+        assert img.shape == (300, 800)
+        block = img[:, 300:350]
+        return float(np.median(block[70:110])), float(np.median(block[180:220]))
+
+    upper, lower = bands(slice(0, 100))  # mass on values -1 .. -0.5: the lower half
+    assert lower > upper + 50
+    upper, lower = bands(slice(101, 201))  # mass on -0.5 .. 0: the upper half
+    assert upper > lower + 50
+    with pytest.raises(ValueError, match=r"must be \[T, bins\], \[T\]"):
+        plot_value_over_time(tmp_path / "bad.png", torch.zeros(20, 201), np.zeros(19), "bad")

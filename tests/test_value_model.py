@@ -333,6 +333,10 @@ def test_train_stage_fits_a_value_fn_value_eval_and_value_advantage(
     for key in ("cross_entropy", "top1", "top5", "mae", "spearman_pooled"):
         assert np.isfinite(result[key]) and ctx.metrics[f"value_eval/{key}"] == result[key]
     assert 0 <= result["top1"] <= result["top5"] <= 1
+    (plot,) = (ctx.run_dir / "value_plots").glob("episode_*.png")  # the one test episode
+    from PIL import Image
+
+    assert Image.open(plot).size == (800, 300)
 
     # advantages of every frame of every episode, in a derived LeRobotDataset
     from lerobot.datasets.lerobot_dataset import LeRobotDataset

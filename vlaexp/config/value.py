@@ -57,6 +57,7 @@ class ValueFunctionConfig:
     # Monte-Carlo) and the share of each task's frames labelled advantage_positive.
     advantage_horizon: Any = 50
     advantage_positive_fraction: float = 0.3
+    plot_episodes: int = 8  # value_eval: value-over-time plots of this many test episodes
     # Hub id or local dir (AutoTokenizer), or a tokenizer bundled with vlaexp (`tabletop`).
     tokenizer: str = "google/gemma-3-270m"
     tokenizer_max_length: int = 48

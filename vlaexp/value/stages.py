@@ -14,10 +14,12 @@ from torch.utils.data import DataLoader
 from vlaexp.data.datamodule import datamodule_from_config
 from vlaexp.errors import ConfigError, VlaexpError
 from vlaexp.pipeline.context import RunContext
+from vlaexp.uncertainty.visualize import log_to_wandb
 from vlaexp.value.advantage import n_step_advantages, positive_thresholds, write_advantage_dataset
 from vlaexp.value.labels import expected_value
 from vlaexp.value.metrics import value_metrics
 from vlaexp.value.model import load_value_function
+from vlaexp.value.plots import plot_value_over_time
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,9 @@ def _predict(model, loader) -> dict[int, dict[str, list]]:
 
 def eval_stage(ctx: RunContext) -> None:
     """Load the value function trained by this run (or ``policy.path``), predict every frame
-    of the test episodes and write :func:`value_metrics` to ``<run_dir>/value_eval.json``."""
+    of the test episodes and write :func:`value_metrics` to ``<run_dir>/value_eval.json``
+    and value-over-time plots of the first ``policy.plot_episodes`` test episodes to
+    ``<run_dir>/value_plots/`` (logged to wandb when it is a logger)."""
     cfg = ctx.cfg
     model = _value_function(ctx, "value_eval")
     datamodule = datamodule_from_config(cfg.data, cfg.policy, ctx.artifacts.get("dataset"))
@@ -69,6 +73,17 @@ def eval_stage(ctx: RunContext) -> None:
     result = {"episodes": episodes, "frames": frames, **metrics}
     (ctx.run_dir / METRICS_FILE).write_text(json.dumps(result, indent=2))
     ctx.log_metrics({f"value_eval/{k}": v for k, v in metrics.items()})
+    images = {}
+    for e in episodes[: cfg.policy.plot_episodes]:
+        outcome = "success" if datamodule.outcomes[e]["success"] else "failure"
+        images[f"value/episode_{e}"] = plot_value_over_time(
+            ctx.run_dir / "value_plots" / f"episode_{e:05d}.png",
+            torch.stack(predicted[e]["logits"]),
+            torch.stack(predicted[e]["value"]).numpy(),
+            f"episode {e} ({outcome}): {datamodule.outcomes[e]['task']}",
+        )
+    run = next((lg.experiment for lg in ctx.loggers if type(lg).__name__ == "WandbLogger"), None)
+    log_to_wandb(run, images)
     log.info("Value function on %d test episodes: %s", len(episodes), metrics)
 
 
