@@ -200,3 +200,42 @@ def test_tokenizer_fit_experiment_writes_the_analysis(tmp_path) -> None:
     assert (tmp_path / "run" / "tokenizer" / "mse_vs_bits.png").stat().st_size > 0
     saved = __import__("torch").load(tmp_path / "run" / "tokenizer" / "tokenizer.pt")
     assert saved["settings"]["layers"] == 3 and tuple(saved["stats"]["q01"].shape) == (7,)
+
+
+def test_refinement_monitors_decide_per_sample() -> None:
+    import math
+
+    from vlaexp.config.tokenizer import MonitorConfig
+    from vlaexp.tokenizers.adaptive import make_monitor
+
+    # entropy: a uniform choice of 256 codes is ln 256 = 5.55 nats, a sure one ~0
+    entropy = make_monitor(MonitorConfig(kind="entropy", threshold=2.0))
+    logits = torch.zeros(2, 2, 1, 256)
+    logits[1, :, :, 7] = 50.0
+    assert entropy.should_refine(logits).tolist() == [True, False]
+    near = torch.zeros(1, 2, 1, 256)
+    near[..., :8] = 50.0  # 8 equally likely codes: ln 8 = 2.08 > 2
+    assert bool(entropy.should_refine(near)) and math.log(8) > 2.0
+
+    # action variance over the last 3 actions: env 0 holds still, env 1 oscillates
+    variance = make_monitor(MonitorConfig(kind="action_variance", threshold=0.01, window=3))
+    assert variance.should_refine(logits).tolist() == [True, True]  # no history yet
+    for sign in (1.0, -1.0, 1.0, -1.0):
+        variance.observe(torch.tensor([[0.2, 0.2], [sign * 0.5, 0.0]]))
+    assert variance.should_refine().tolist() == [False, True]
+    variance.reset()
+    assert len(variance.recent) == 0
+
+    # gripper distance: refine within 5 cm of the object
+    distance = make_monitor(MonitorConfig(kind="gripper_distance", threshold=0.05))
+    obs = {
+        "observation.state": torch.tensor([[0.0, 0.0, 0.1, 9.0], [0.3, 0.0, 0.1, 9.0]]),
+        "observation.object_position": torch.tensor([[0.0, 0.03, 0.1], [0.0, 0.0, 0.1]]),
+    }
+    assert distance.should_refine(observation=obs).tolist() == [True, False]
+    with pytest.raises(ConfigError, match=r"object_key='observation\.object_position'"):
+        distance.should_refine(observation={"observation.state": obs["observation.state"]})
+    with pytest.raises(ConfigError, match="Valid choices: action_variance, entropy"):
+        make_monitor(MonitorConfig(kind="loss"))
+    with pytest.raises(ConfigError, match="threshold must be >= 0"):
+        make_monitor(MonitorConfig(kind="entropy", threshold=-1.0))

@@ -5,7 +5,7 @@ free of torch so that composing a config imports nothing heavy."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vlaexp.errors import ConfigError
 
@@ -72,12 +72,30 @@ class DCTSettings:
 
 
 @dataclass
+class MonitorConfig:
+    """When adaptive decoding refines a 2-layer draft to every layer
+    (:mod:`vlaexp.tokenizers.adaptive`). ``kind``: ``entropy`` (mean entropy, in nats, of the
+    draft layers' code distributions above ``threshold``), ``action_variance`` (variance of
+    the last ``window`` executed actions above ``threshold``) or ``gripper_distance`` (the
+    gripper within ``threshold`` metres of the object; positions are the first 3 values of
+    the observation keys ``gripper_key`` and ``object_key``)."""
+
+    kind: str = "entropy"
+    threshold: float = 2.0
+    window: int = 5
+    gripper_key: str = "observation.state"
+    object_key: str = "observation.object_position"
+
+
+@dataclass
 class RVQTokenizerConfig(RVQSettings):
-    """`tokenizer=rvq`: the RVQ settings, and Adam's rate for the tokenizer_fit stage."""
+    """`tokenizer=rvq`: the RVQ settings, Adam's rate for the tokenizer_fit stage, and the
+    monitor of adaptive decoding."""
 
     type: str = "rvq"
     name: str = "rvq"
     lr: float = 1.0e-3
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
 
 @dataclass
@@ -88,4 +106,4 @@ class DCTTokenizerConfig(DCTSettings):
     name: str = "dct"
 
 
-GROUP_ONLY = ("type", "name", "lr")  # config fields that are not tokenizer settings
+GROUP_ONLY = ("type", "name", "lr", "monitor")  # config fields that are not tokenizer settings
