@@ -27,7 +27,7 @@ from vlaexp.config.compose import (
 )
 from vlaexp.config.store import register_configs
 from vlaexp.errors import ConfigError, VlaexpError
-from vlaexp.pipeline.job import SweepSummary, task_wrapper
+from vlaexp.pipeline.job import SweepSummary, in_multirun, task_wrapper
 from vlaexp.pipeline.registry import ALL_RANK_STAGES, STAGES, get_stage, validate_stages
 from vlaexp.training.distributed import check_not_in_local_sweep, global_rank
 
@@ -67,9 +67,8 @@ def save_config_tree(cfg: DictConfig, run_dir: Path, print_tree: bool) -> None:
     import rich
     import rich.syntax
     import rich.tree
-    from lightning.pytorch.utilities import rank_zero_only
 
-    if rank_zero_only.rank != 0:
+    if global_rank() != 0:
         return
     tree = rich.tree.Tree("CONFIG", style="bold", guide_style="dim")
     for key, value in cfg.items():
@@ -124,9 +123,8 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
 def _launcher_target() -> str | None:
     """The multirun launcher's class path (None outside a multirun)."""
     from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
 
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+    if not in_multirun():
         return None
     return str(HydraConfig.get().launcher.get("_target_", ""))
 

@@ -27,6 +27,13 @@ class RunContext:
             self._loggers = build_loggers(self.cfg)
         return self._loggers
 
+    @property
+    def wandb_run(self) -> Any:
+        """The wandb run when wandb is one of the loggers (for images and videos), else None."""
+        return next(
+            (lg.experiment for lg in self.loggers if type(lg).__name__ == "WandbLogger"), None
+        )
+
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         """Record metrics in the run summary and send them to every logger."""
         self.metrics.update(metrics)

@@ -37,7 +37,7 @@ class JobFailure:
     error: str
 
 
-def _in_multirun() -> bool:
+def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
@@ -87,7 +87,7 @@ def task_wrapper(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], An
                     "seconds": round(time.time() - started, 2),
                 },
             )
-            if _in_multirun():
+            if in_multirun():
                 return JobFailure(str(run_dir), f"{type(e).__name__}: {e}")
             raise
         finally:

@@ -28,9 +28,13 @@ def last_checkpoint(run_dir: Path) -> Path:
     return link.resolve()
 
 
+def restart_count() -> int:
+    """How often SLURM restarted this job (requeues after a timeout or preemption)."""
+    return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+
+
 def requeued() -> bool:
-    """Whether SLURM restarted this job (a requeue after a timeout or preemption)."""
-    return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
+    return restart_count() > 0
 
 
 def claim_run_dir(run_dir: Path, resume: bool) -> Path | None:
@@ -66,7 +70,7 @@ def claim_run_dir(run_dir: Path, resume: bool) -> Path | None:
             "pid": os.getpid(),
             "argv": sys.argv[1:],
             "resume_from": str(ckpt) if ckpt else None,
-            "restart": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),
+            "restart": restart_count(),
         }
     )
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -9,15 +9,12 @@ Trainer exists, to decide which process claims the run dir and runs the rank-0-o
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from datetime import datetime
 from pathlib import Path
 
 from vlaexp.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 LAUNCH_TIME_ENV = "VLAEXP_LAUNCH_TIME"
 
@@ -33,9 +30,13 @@ def is_rank_zero() -> bool:
     return global_rank() == 0
 
 
+def _under_torchrun() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ or "GROUP_RANK" in os.environ
+
+
 def _external_world_size() -> int:
     """Processes started by torchrun or srun for this job (1 when none did)."""
-    if "TORCHELASTIC_RUN_ID" in os.environ or "GROUP_RANK" in os.environ:
+    if _under_torchrun():
         return int(os.environ.get("WORLD_SIZE", "1"))
     if "SLURM_NTASKS" in os.environ and "SLURM_PROCID" in os.environ:
         return int(os.environ["SLURM_NTASKS"])
@@ -43,7 +44,7 @@ def _external_world_size() -> int:
 
 
 def _external_nodes() -> int:
-    if "TORCHELASTIC_RUN_ID" in os.environ or "GROUP_RANK" in os.environ:
+    if _under_torchrun():
         local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
         return max(1, int(os.environ.get("WORLD_SIZE", "1")) // max(local, 1))
     return int(os.environ.get("SLURM_NNODES", os.environ.get("SLURM_JOB_NUM_NODES", "1")))

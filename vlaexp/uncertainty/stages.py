@@ -602,6 +602,5 @@ def visualize_stage(ctx: RunContext) -> None:
             curves,
             None if thr is None or thr.kind != "constant" else thr.at(1)[0],
         )
-    run = next((lg.experiment for lg in ctx.loggers if type(lg).__name__ == "WandbLogger"), None)
-    viz.log_to_wandb(run, images, videos)
+    viz.log_to_wandb(ctx.wandb_run, images, videos)
     log.info("Uncertainty plots of %d episodes in %s", sum(picked.values()), out)

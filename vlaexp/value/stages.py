@@ -82,8 +82,7 @@ def eval_stage(ctx: RunContext) -> None:
             torch.stack(predicted[e]["value"]).numpy(),
             f"episode {e} ({outcome}): {datamodule.outcomes[e]['task']}",
         )
-    run = next((lg.experiment for lg in ctx.loggers if type(lg).__name__ == "WandbLogger"), None)
-    log_to_wandb(run, images)
+    log_to_wandb(ctx.wandb_run, images)
     log.info("Value function on %d test episodes: %s", len(episodes), metrics)
 
 

@@ -240,7 +240,7 @@ class Pi0Policy(VLAPolicy):
             raise VlaexpError(
                 f"policy.advantage.enabled=true needs '{ADVANTAGE_KEY}' in every training batch: "
                 "run the value_advantage stage (policy=value_fn) and train on the dataset it "
-                "writes (data=lerobot data.root=<run dir>/advantage_dataset)"
+                "writes (data.source=lerobot data.root=<run dir>/advantage_dataset)"
             )
         flags = torch.as_tensor(batch[ADVANTAGE_KEY]).reshape(-1).bool().tolist()
         dropout = self.config.advantage.dropout if self.training else 0.0
