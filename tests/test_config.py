@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from vlaexp.config.compose import (
     check_overrides,
@@ -23,6 +24,9 @@ EXPERIMENTS = sorted(
 # Experiments on full-size published weights (hub only) are checked with their tiny twin.
 TINY_TWIN = {
     "rnd_spatial_agentview": ["policy=pi05_tiny", "policy.pretrained=null", "trainer=cpu"],
+    # small widths for CPU; the stage-1 projector comes from value_align in a real run
+    "rvq_policy_tabletop_spatial": ["policy=rvq_policy_tiny", "trainer=cpu"],
+    "value_tabletop": ["policy.require_projector=false"],
 }
 
 
@@ -48,7 +52,17 @@ def test_experiment_builds_policy_datamodule_trainer(
 
     dm = datamodule_from_config(cfg.data, cfg.policy)
     dm.setup("fit")
-    policy = make_policy(cfg.policy, dataset_stats=dm.stats)
+    if cfg.policy.type == "value_fn":
+        from vlaexp.value.model import make_value_function
+
+        policy = make_value_function(cfg.policy)
+    else:
+        if cfg.policy.type == "rvq_policy":  # the tokenizer_fit stage's output, in its format
+            from tests.test_rvq_policy import fitted_tokenizer
+
+            path = fitted_tokenizer(tmp_path, ["tokenizer=rvq"], steps=1)
+            OmegaConf.update(cfg, "policy.action_tokenizer", str(path))
+        policy = make_policy(cfg.policy, dataset_stats=dm.stats)
     trainer = build_trainer(cfg)
     assert trainer.fast_dev_run == 1
     batch = next(iter(dm.train_dataloader()))

@@ -225,3 +225,26 @@ class Pi05Config(Pi0Config):
     normalization: NormalizationConfig = field(
         default_factory=lambda: NormalizationConfig(state="quantile", action="quantile")
     )
+
+
+@dataclass
+class RVQPolicyConfig(Pi05Config):
+    """`policy=rvq_policy`: Pi0.5's backbone (SigLIP, Gemma VLM, action expert) with the flow
+    heads replaced by a code head that predicts an RVQ tokenizer's codes layer by layer
+    (:mod:`vlaexp.policies.rvq`); the frozen tokenizer decodes them into actions.
+
+    ``action_tokenizer``: the ``tokenizer_fit`` stage's ``tokenizer.pt`` or a run dir holding
+    ``tokenizer/tokenizer.pt`` (a run that fits the tokenizer before `train` fills it in);
+    ``rvq``: the run's `tokenizer` group (``${tokenizer}``), which that checkpoint must match;
+    ``decoding``: ``dense`` (every layer), ``coarse`` (the first ``draft_layers``) or
+    ``adaptive`` (draft, then refine where ``rvq.monitor`` says so); ``backbone``: a Pi0.5
+    checkpoint (ours or LeRobot's layout) whose vision tower, VLM and expert start the
+    backbone (its flow-matching heads are left out); freeze it with ``train_expert_only`` /
+    ``freeze_vision_encoder`` or LoRA as for Pi0.5."""
+
+    type: str = "rvq_policy"
+    action_tokenizer: Any = None
+    rvq: Any = None
+    decoding: str = "adaptive"
+    draft_layers: int = 2
+    backbone: Any = None

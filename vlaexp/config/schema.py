@@ -13,6 +13,7 @@ from omegaconf import MISSING
 
 from vlaexp.config.data import DataConfig, EvalConfig
 from vlaexp.config.sim import CameraConfig
+from vlaexp.config.tokenizer import RVQCompareConfig
 from vlaexp.config.training import PathsConfig, TrainerConfig
 from vlaexp.config.uncertainty import RNDConfig
 
@@ -38,3 +39,4 @@ class VlaexpConfig:
     paths: PathsConfig = MISSING
     eval: EvalConfig = field(default_factory=EvalConfig)
     rnd: RNDConfig = field(default_factory=RNDConfig)  # uncertainty stages (rnd_*)
+    rvq_compare: RVQCompareConfig = field(default_factory=RVQCompareConfig)

@@ -19,6 +19,7 @@ _SCHEMAS: dict[str, dict[str, type]] = {
         "bc": policy.BCConfig,
         "pi0": policy.Pi0Config,
         "pi05": policy.Pi05Config,
+        "rvq_policy": policy.RVQPolicyConfig,
         "value_fn": value.ValueFunctionConfig,
     },
     "schema/tokenizer": {

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from vlaexp.errors import ConfigError
 
@@ -89,12 +90,14 @@ class MonitorConfig:
 
 @dataclass
 class RVQTokenizerConfig(RVQSettings):
-    """`tokenizer=rvq`: the RVQ settings, Adam's rate for the tokenizer_fit stage, and the
-    monitor of adaptive decoding."""
+    """`tokenizer=rvq`: the RVQ settings, the tokenizer_fit stage's Adam rate, steps and
+    batch size, and the monitor of adaptive decoding."""
 
     type: str = "rvq"
     name: str = "rvq"
     lr: float = 1.0e-3
+    fit_steps: int = 3000  # Adam steps of the tokenizer_fit stage (not trainer.max_steps)
+    fit_batch_size: int = 256  # chunks per step
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
 
@@ -106,4 +109,22 @@ class DCTTokenizerConfig(DCTSettings):
     name: str = "dct"
 
 
-GROUP_ONLY = ("type", "name", "lr", "monitor")  # config fields that are not tokenizer settings
+GROUP_ONLY = (
+    "type",
+    "name",
+    "lr",
+    "fit_steps",
+    "fit_batch_size",
+    "monitor",
+)  # config fields that are not tokenizer settings
+
+
+@dataclass
+class RVQCompareConfig:
+    """The ``rvq_compare`` stage: the trained RVQ policy evaluated in closed loop once per
+    decoding in ``modes`` on the same evaluation seeds (``eval.*`` settings), and, with
+    ``flow_policy`` (a Pi0.5 ``pretrained_model`` dir or run dir), the flow-matching policy on
+    them too. Both run eager (no CUDA graphs), so their latencies compare like for like."""
+
+    modes: list[str] = field(default_factory=lambda: ["dense", "coarse", "adaptive"])
+    flow_policy: Any = None

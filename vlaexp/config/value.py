@@ -34,6 +34,28 @@ class Gemma3LMConfig:
 
 
 @dataclass
+class AlignConfig:
+    """Stage 1 (the ``value_align`` stage, :mod:`vlaexp.value.align`): the projector alone
+    learns captions of images with SigLIP and Gemma frozen. ``source``: ``sim`` (captioned
+    scenes of the run's task suite, ``scenes_per_task`` each) or ``hub`` (``repo_id``, a hub
+    id or local dir, ``split``, an ``image_column`` and ``text_columns``: prompt..., target;
+    at most ``limit`` rows)."""
+
+    source: str = "sim"
+    scenes_per_task: int = 50
+    repo_id: Any = None  # e.g. a VQAv2 subset such as HuggingFaceM4/VQAv2
+    split: str = "train"
+    image_column: str = "image"
+    text_columns: list[str] = field(default_factory=lambda: ["question", "multiple_choice_answer"])
+    limit: int = 5000
+    steps: int = 500
+    batch_size: int = 16
+    lr: float = 1e-3
+    max_length: int = 96  # prompt + caption tokens
+    val_fraction: float = 0.1
+
+
+@dataclass
 class ValueFunctionConfig:
     """A stitched VLM reading camera images and the task text; a linear head on the last
     real token's hidden state gives logits over ``n_bins`` value bins on ``value_range``.
@@ -74,6 +96,15 @@ class ValueFunctionConfig:
         )
     )
     path: Any = None  # a saved value function to start from (pretrained_model dir or run dir)
+    align: AlignConfig = field(default_factory=AlignConfig)
+    # Stage 2 starts from stage 1's projector: a projector.safetensors or a run dir that ran
+    # value_align (a run that aligns before `train` fills it in). require_projector: a new
+    # value function without one is an error, not a random projector.
+    projector_path: Any = None
+    require_projector: bool = False
+    # Stage 2 co-training: this fraction of training steps also takes the caption loss of a
+    # stage-1 batch (value_align's captions.pt), so the projector keeps its alignment.
+    cotrain_fraction: float = 0.0
 
     def check(self) -> None:
         if self.n_bins < 2:
@@ -87,5 +118,9 @@ class ValueFunctionConfig:
             raise ConfigError(f"policy.loss must be 'ce' or 'hl_gauss', got '{self.loss}'")
         if self.attention not in ("sdpa", "eager"):
             raise ConfigError(f"policy.attention must be 'sdpa' or 'eager', got '{self.attention}'")
+        if not 0.0 <= self.cotrain_fraction <= 1.0:
+            raise ConfigError(
+                f"policy.cotrain_fraction must be in [0, 1], got {self.cotrain_fraction}"
+            )
         if not self.cameras:
             raise ConfigError("policy.cameras is empty: the value function needs images")

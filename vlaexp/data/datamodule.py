@@ -343,6 +343,10 @@ class LeRobotDataModule(pl.LightningDataModule):
             drop_last=shuffle and len(self.datasets[name]) > self.batch_size,
         )
 
+    def split_dataloader(self, name: str) -> DataLoader:
+        """Every sample of one split (``train``, ``val`` or ``test``) in order, preloaded or not."""
+        return self._loader(name, shuffle=False)
+
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
 

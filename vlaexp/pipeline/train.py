@@ -34,9 +34,19 @@ def train_stage(ctx: RunContext) -> None:
     datamodule = datamodule_from_config(cfg.data, cfg.policy, ctx.artifacts.get("dataset"))
     value_fn = cfg.policy.type == "value_fn"  # trained on the same DataModule, with value labels
     if value_fn:
+        if not cfg.policy.projector_path and "projector" in ctx.artifacts:
+            cfg.policy.projector_path = str(ctx.artifacts["projector"])  # this run's stage 1
         policy = make_value_function(cfg.policy)
+        if cfg.policy.cotrain_fraction > 0:
+            from vlaexp.value.align import caption_batches
+
+            policy.caption_batches = caption_batches(cfg.policy.projector_path, policy)
     else:
         check_dims(cfg.policy, datamodule)
+        rvq = cfg.policy.type == "rvq_policy"
+        if rvq and not cfg.policy.action_tokenizer and "tokenizer" in ctx.artifacts:
+            # the tokenizer this run fitted (tokenizer_fit before train)
+            cfg.policy.action_tokenizer = str(ctx.artifacts["tokenizer"])
         policy = make_policy(cfg.policy, dataset_stats=datamodule.stats)
     policy.train_config_yaml = OmegaConf.to_yaml(cfg)
     trainer = build_trainer(cfg, ctx.loggers, wrap=getattr(policy, "fsdp_blocks", ()))

@@ -34,6 +34,7 @@ from vlaexp.training.pretrained import SavesPretrained
 
 STATE = "observation.state"
 ACTION = "action"
+OBJECT_POSITION = "object_position"  # optional simulator observation (tabletop suites)
 
 
 def image_key(camera: str) -> str:
@@ -111,6 +112,9 @@ class VLAPolicy(SavesPretrained, pl.LightningModule, ABC):
             batch[image_key(cam)] = prepare_images(images, self.config.image_size).to(self.device)
         states = np.stack([np.asarray(o["state"], dtype=np.float32) for o in observations])
         batch[STATE] = torch.from_numpy(states).to(self.device)
+        if all(OBJECT_POSITION in o for o in observations):  # for monitors, not the network
+            objects = np.stack([np.asarray(o[OBJECT_POSITION], np.float32) for o in observations])
+            batch[f"observation.{OBJECT_POSITION}"] = torch.from_numpy(objects)
         return batch
 
     @torch.no_grad()

@@ -19,6 +19,7 @@ POLICIES: dict[str, str] = {
     "bc": "vlaexp.policies.bc:BCPolicy",
     "pi0": "vlaexp.policies.pi0.policy:Pi0Policy",
     "pi05": "vlaexp.policies.pi0.policy:Pi05Policy",
+    "rvq_policy": "vlaexp.policies.rvq:RVQPolicy",
 }
 
 

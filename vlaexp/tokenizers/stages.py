@@ -102,6 +102,12 @@ def fit_stage(ctx: RunContext) -> None:
 
     lr = tcfg["lr"]
     settings = {k: v for k, v in tcfg.items() if k not in GROUP_ONLY}
+    out = ctx.run_dir / OUT_DIR
+    if cfg.resume and (out / "tokenizer.pt").is_file():
+        # a resumed run keeps the tokenizer its policy's codes were trained on
+        log.info("Resuming: reusing %s", out / "tokenizer.pt")
+        ctx.artifacts["tokenizer"] = out / "tokenizer.pt"
+        return
     actions, ranges, stats = _dataset_actions(ctx)
     if actions.shape[1] != settings["action_dim"]:
         raise ConfigError(
@@ -125,21 +131,30 @@ def fit_stage(ctx: RunContext) -> None:
     trainer = build_trainer(
         cfg,
         ctx.loggers,
-        overrides={"gradient_clip_val": None, "precision": "32-true", "max_time": None},
+        # its own schedule, not the policy's (a run may fit the tokenizer, then a policy)
+        overrides={
+            "gradient_clip_val": None,
+            "precision": "32-true",
+            "max_time": None,
+            "max_steps": tcfg["fit_steps"],
+            "max_epochs": None,
+            "val_check_interval": None,
+            "check_val_every_n_epoch": 5,
+            "accumulate_grad_batches": 1,
+        },
         policy=False,
     )
 
     def loader(name: str, shuffle: bool) -> DataLoader:
         return DataLoader(
             TensorDataset(torch.from_numpy(chunks[name])),
-            batch_size=cfg.data.batch_size,
+            batch_size=tcfg["fit_batch_size"],
             shuffle=shuffle,
-            drop_last=shuffle and len(chunks[name]) > cfg.data.batch_size,
+            drop_last=shuffle and len(chunks[name]) > tcfg["fit_batch_size"],
         )
 
     trainer.fit(module, loader("train", True), loader("val", False) if len(chunks["val"]) else None)
     tok = module.tokenizer.eval().cpu()
-    out = ctx.run_dir / OUT_DIR
     out.mkdir(parents=True, exist_ok=True)
     torch.save(
         {
@@ -149,6 +164,7 @@ def fit_stage(ctx: RunContext) -> None:
         },
         out / "tokenizer.pt",
     )
+    ctx.artifacts["tokenizer"] = out / "tokenizer.pt"
     analysis = analyse(tok, chunks["train"], chunks[test_name])
     analysis["splits"] = {
         k: {"episodes": len(splits[k]), "chunks": len(v)} for k, v in chunks.items()

@@ -142,6 +142,17 @@ class ValueFunction(SavesPretrained, pl.LightningModule):
             )
         else:
             self.lm = Gemma3TextModel(gemma_config(config))
+        if assets_dir is None:  # a new value function: stage 2 starts from stage 1
+            if config.projector_path:
+                from vlaexp.value.align import load_projector
+
+                load_projector(self, config.projector_path)
+            elif config.require_projector:
+                raise ConfigError(
+                    "policy.require_projector=true but no stage-1 projector was given: run the "
+                    "value_align stage before `train` (same run) or set policy.projector_path"
+                )
+        self.caption_batches: Any = None  # stage-1 batches for co-training (set by `train`)
         self.head = nn.Linear(width, config.n_bins)
         low, high = config.value_range
         self.register_buffer(
@@ -227,6 +238,15 @@ class ValueFunction(SavesPretrained, pl.LightningModule):
         self.log("value/train_loss", loss, prog_bar=True, batch_size=bs)
         for k, v in info.items():
             self.log(f"value/train_{k}", v, batch_size=bs)
+        fraction = self.config.cotrain_fraction
+        if fraction > 0 and self.caption_batches is not None:
+            every = max(1, round(1 / fraction))
+            if self.global_step % every == 0:
+                from vlaexp.value.align import caption_loss
+
+                caption, _ = caption_loss(self, next(self.caption_batches))
+                self.log("value/train_caption_loss", caption, batch_size=bs)
+                loss = loss + caption
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -272,7 +292,7 @@ def load_value_function(path: str | Path, setting: str = "policy.path") -> Value
         )
     config = to_value_config(config_dict)
     config.vision_pretrained = config.lm_pretrained = None  # the saved weights replace them
-    config.path = None
+    config.path = config.projector_path = None
     model = ValueFunction(config, assets_dir=directory)
     load_state_strictly(
         model,

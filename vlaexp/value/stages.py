@@ -9,7 +9,6 @@ from collections import defaultdict
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from vlaexp.data.datamodule import datamodule_from_config
 from vlaexp.errors import ConfigError, VlaexpError
@@ -97,9 +96,8 @@ def advantage_stage(ctx: RunContext) -> None:
     datamodule = datamodule_from_config(cfg.data, cfg.policy, ctx.artifacts.get("dataset"))
     datamodule.setup("fit")
     predicted: dict[int, dict[str, list]] = {}
-    for dataset in datamodule.datasets.values():
-        loader = DataLoader(dataset, batch_size=datamodule.batch_size, num_workers=0)
-        predicted.update(_predict(model, loader))
+    for name in datamodule.datasets:
+        predicted.update(_predict(model, datamodule.split_dataloader(name)))
     advantages, tasks = {}, {}
     for ep, p in predicted.items():
         order = np.argsort(p["frame"])

@@ -41,10 +41,13 @@ Prefix = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # embeddings, pad, blo
 
 
 class Pi0Model(nn.Module):
-    def __init__(self, cfg: Pi0Config) -> None:
+    """``flow_heads=False`` builds the backbone alone (vision tower, projector, token
+    embedding, VLM, expert), for heads of other kinds on it (the RVQ code head)."""
+
+    def __init__(self, cfg: Pi0Config, flow_heads: bool = True) -> None:
         super().__init__()
         self.cfg = cfg
-        self.pi05 = cfg.type == "pi05"
+        self.pi05 = cfg.type != "pi0"  # pi05 and the models built on its backbone
         ew = cfg.expert.width
         self.vision_tower = build_vision_tower(cfg.vision, cfg.image_size, cfg.attention)
         self.projector = nn.Linear(cfg.vision.width, cfg.vlm.width)
@@ -52,6 +55,9 @@ class Pi0Model(nn.Module):
         self.vlm = GemmaStack(cfg.vlm)
         self.expert = GemmaStack(cfg.expert, cond_dim=ew if self.pi05 else None)
         check_compatible(self.vlm, self.expert)
+        self.gradient_checkpointing = cfg.gradient_checkpointing
+        if not flow_heads:
+            return
         self.action_in_proj = nn.Linear(cfg.max_action_dim, ew)
         self.action_out_proj = nn.Linear(ew, cfg.max_action_dim)
         if self.pi05:
@@ -61,7 +67,6 @@ class Pi0Model(nn.Module):
             self.state_proj = nn.Linear(cfg.max_state_dim, ew)
             self.action_time_mlp_in = nn.Linear(2 * ew, ew)
             self.action_time_mlp_out = nn.Linear(ew, ew)
-        self.gradient_checkpointing = cfg.gradient_checkpointing
 
     # ----- embeddings -------------------------------------------------------------------
     def compute_dtype(self) -> torch.dtype:

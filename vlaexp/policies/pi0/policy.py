@@ -63,7 +63,7 @@ class Pi0Policy(VLAPolicy):
     ):
         super().__init__(config, dataset_stats, assets_dir)
         self._validate(config)
-        self.pi05 = config.type == "pi05"
+        self.pi05 = config.type != "pi0"  # pi05 and the policies built on its backbone
         self.tokenizer = load_tokenizer(
             config.tokenizer, assets_dir / TOKENIZER_DIR if assets_dir else None
         )
@@ -72,11 +72,9 @@ class Pi0Policy(VLAPolicy):
                 f"policy.vocab_size={config.vocab_size} is smaller than the tokenizer "
                 f"'{config.tokenizer}' ({len(self.tokenizer)} tokens)"
             )
-        self.model = Pi0Model(config)
+        self.model = self.build_model(config)
         if config.pretrained:
-            directory = load_pretrained_weights(
-                self.model, config.pretrained, self.pi05, "policy.pretrained"
-            )
+            directory = self.load_weights(config.pretrained)
             stats = read_lerobot_stats(directory)
             if dataset_stats is None and stats is not None:
                 self.normalizer.set_stats(stats)
@@ -91,6 +89,13 @@ class Pi0Policy(VLAPolicy):
         if config.compile:
             self.model.forward = torch.compile(self.model.forward)
             compile_sampling(self.model)
+
+    def build_model(self, config: Pi0Config) -> Pi0Model:
+        return Pi0Model(config)
+
+    def load_weights(self, source: str) -> Path:
+        """``policy.pretrained``'s weights into the model, strictly; returns their directory."""
+        return load_pretrained_weights(self.model, source, self.pi05, "policy.pretrained")
 
     @staticmethod
     def _validate(config: Pi0Config) -> None:

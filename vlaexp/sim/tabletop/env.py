@@ -72,10 +72,13 @@ def check_resolution(resolution: int) -> None:
 class TabletopEnv(SimEnv):
     """A tabletop task with LIBERO's observation and action contract.
 
-    ``obs = {"images": {cam: uint8[resolution, resolution, 3]}, "state": float32[8]}`` with
-    state = TCP xyz (m), gripper orientation as axis-angle (3), finger joint positions
-    (``[+opening, -opening]``, 0.04 = open). With ``render=False`` the images dict is empty
-    (for scripted-expert evaluation, which reads privileged state instead).
+    ``obs = {"images": {cam: uint8[resolution, resolution, 3]}, "state": float32[8],
+    "object_position": float32[3]}`` with state = TCP xyz (m), gripper orientation as
+    axis-angle (3), finger joint positions (``[+opening, -opening]``, 0.04 = open), and the
+    position of the task's object (:meth:`task_object_pos`; what a perception module would
+    give, for monitors such as adaptive RVQ decoding's gripper distance; policies do not
+    read it). With ``render=False`` the images dict is empty (for scripted-expert
+    evaluation, which reads privileged state instead).
     """
 
     def __init__(
@@ -283,7 +286,11 @@ class TabletopEnv(SimEnv):
             for cam, cid in self._cam_ids.items():
                 self._renderer.update_scene(self.data, camera=cid)
                 images[cam] = self._renderer.render()
-        return {"images": images, "state": self.state()}
+        return {
+            "images": images,
+            "state": self.state(),
+            "object_position": self.task_object_pos().astype(np.float32),
+        }
 
     # ------------------------------------------------------------------ privileged state
     @property
@@ -326,6 +333,15 @@ class TabletopEnv(SimEnv):
 
     def object_yaw(self, name: str) -> float:
         return quat_yaw(self.object_quat(name))
+
+    def task_object_pos(self) -> np.ndarray:
+        """``[3]``: the first object the task carries, else the first body it pushes,
+        presses or turns, else zeros."""
+        if self.task.carried:
+            return self.object_pos(self.task.carried[0])
+        if self.task.manipulated:
+            return self.body_pos(self.task.manipulated[0])
+        return np.zeros(3)
 
     def body_pos(self, name: str, frame: str | None = None) -> np.ndarray:
         """Origin ``[3]`` of any body, in the world or in body ``frame``'s frame."""

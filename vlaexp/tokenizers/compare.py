@@ -1,0 +1,179 @@
+"""Stage ``rvq_compare``: dense, coarse and adaptive RVQ decoding (and the flow-matching
+Pi0.5) side by side in closed loop, on the same evaluation seeds in one run.
+
+For each decoding the trained RVQ policy runs the ``eval`` settings' episodes; every chunk's
+prediction is timed (wall clock, synchronized on a GPU), so the table reports success,
+latency per chunk (median), policy time per environment step (all chunks' time over all
+steps), the share of chunks refined to every layer, and the mean number of layers decoded.
+Outputs: ``<run>/rvq_compare/{comparison.json, comparison.md}`` and each mode's
+``eval_info.json`` under ``<run>/rvq_compare/<mode>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from vlaexp.errors import ConfigError
+from vlaexp.pipeline.context import RunContext
+from vlaexp.pipeline.evaluate import check_action_dim
+from vlaexp.policies.factory import load_pretrained
+from vlaexp.sim.runner import SimRunner
+from vlaexp.sim.workers import SuiteSpec
+
+log = logging.getLogger(__name__)
+
+OUT_DIR = "rvq_compare"
+
+
+class ChunkTimer:
+    """Times every ``predict_action_chunk`` call of ``policy`` while active (a context
+    manager), and collects what RVQ policies report about each chunk (``last_chunk``)."""
+
+    def __init__(self, policy: Any) -> None:
+        self.policy = policy
+        self.seconds: list[float] = []
+        self.refined: list[bool] = []
+        self.layers: list[int] = []
+
+    def __enter__(self) -> ChunkTimer:
+        policy, original = self.policy, self.policy.predict_action_chunk
+        cuda = policy.device.type == "cuda"
+
+        def timed(batch: dict[str, Any], *args: Any, **kwargs: Any) -> torch.Tensor:
+            if cuda:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            out = original(batch, *args, **kwargs)
+            if cuda:
+                torch.cuda.synchronize()
+            self.seconds.append(time.perf_counter() - t0)
+            info = getattr(policy, "last_chunk", None)
+            if info:
+                self.refined += info["refined"].tolist()
+                self.layers += info["layers"].tolist()
+            return out
+
+        policy.predict_action_chunk = timed  # an instance attribute shadows the method
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        del self.policy.predict_action_chunk
+
+
+def _evaluate(ctx: RunContext, policy: Any, label: str) -> dict[str, Any]:
+    cfg = ctx.cfg
+    spec = SuiteSpec(
+        OmegaConf.to_container(cfg.task_suite, resolve=True), list(policy.config.cameras)
+    )
+    runner = SimRunner(
+        spec,
+        output_dir=ctx.run_dir / OUT_DIR / label,
+        n_episodes=cfg.eval.n_episodes,
+        task_ids=cfg.eval.task_ids,
+        n_videos=0,
+        max_steps=cfg.eval.max_steps,
+        n_envs=cfg.eval.n_envs,
+    )
+    with ChunkTimer(policy) as timer:
+        metrics = runner.run(policy)
+    info = json.loads((ctx.run_dir / OUT_DIR / label / "eval_info.json").read_text())
+    steps = sum(int(e["steps"]) for e in info["per_episode"])
+    row = {
+        "decoding": label,
+        "pc_success": metrics["eval/pc_success"],
+        "episodes": len(info["per_episode"]),
+        "chunks": len(timer.seconds),
+        "chunk_ms_median": 1e3 * float(np.median(timer.seconds)) if timer.seconds else None,
+        "policy_ms_per_step": 1e3 * sum(timer.seconds) / max(steps, 1),
+        "refined_share": float(np.mean(timer.refined)) if timer.refined else None,
+        "mean_layers": float(np.mean(timer.layers)) if timer.layers else None,
+    }
+    log.info("rvq_compare %s: %s", label, row)
+    return row
+
+
+def compare_stage(ctx: RunContext) -> None:
+    """Evaluate this run's RVQ policy (or ``policy.path``) under each of
+    ``rvq_compare.modes``, then ``rvq_compare.flow_policy`` if given."""
+    from vlaexp.policies.rvq import DECODINGS, RVQPolicy
+
+    cfg = ctx.cfg
+    modes = list(cfg.rvq_compare.modes)
+    bad = [m for m in modes if m not in DECODINGS]
+    if bad or not modes:
+        raise ConfigError(f"rvq_compare.modes must be a list of {list(DECODINGS)}, got {modes}")
+    path = ctx.artifacts.get("policy") or cfg.policy.path
+    if path is None:
+        raise ConfigError("rvq_compare needs a trained RVQ policy: run `train` or set policy.path")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    policy = load_pretrained(path, setting="policy.path")
+    if not isinstance(policy, RVQPolicy):
+        raise ConfigError(f"rvq_compare compares RVQ decodings; {path} is a '{policy.config.type}'")
+    check_action_dim(policy.config.action_dim)
+    policy.to(device)
+    rows = []
+    for mode in modes:
+        policy.config = replace(policy.config, decoding=mode)
+        rows.append(_evaluate(ctx, policy, mode))
+    if cfg.rvq_compare.flow_policy:
+        flow = load_pretrained(cfg.rvq_compare.flow_policy, setting="rvq_compare.flow_policy")
+        if hasattr(flow.config, "cuda_graphs"):
+            flow.config = replace(flow.config, cuda_graphs=False)  # eager, like the RVQ policy
+        rows.append(_evaluate(ctx, flow.to(device), f"flow_{flow.config.type}"))
+    dense = next((r for r in rows if r["decoding"] == "dense"), None)
+    for r in rows:
+        if dense and dense["chunk_ms_median"]:
+            r["latency_vs_dense"] = r["chunk_ms_median"] / dense["chunk_ms_median"]
+            r["success_vs_dense_points"] = r["pc_success"] - dense["pc_success"]
+    result = {
+        "policy": str(path),
+        "flow_policy": None
+        if not cfg.rvq_compare.flow_policy
+        else str(cfg.rvq_compare.flow_policy),
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "monitor": OmegaConf.to_container(cfg.tokenizer.monitor)
+        if "monitor" in cfg.tokenizer
+        else None,
+        "rows": rows,
+    }
+    out = ctx.run_dir / OUT_DIR
+    (out / "comparison.json").write_text(json.dumps(result, indent=1))
+    (out / "comparison.md").write_text(comparison_markdown(result))
+    ctx.log_metrics(
+        {f"rvq_compare/{r['decoding']}/pc_success": r["pc_success"] for r in rows}
+        | {
+            f"rvq_compare/{r['decoding']}/chunk_ms": r["chunk_ms_median"]
+            for r in rows
+            if r["chunk_ms_median"] is not None
+        }
+    )
+    log.info("RVQ decoding comparison in %s", out / "comparison.md")
+
+
+def comparison_markdown(result: dict[str, Any]) -> str:
+    def f(v: Any, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    lines = [
+        f"Device: {result['device']}; policy `{result['policy']}`.",
+        "",
+        "| decoding | success % | episodes | chunk ms (median) | policy ms / env step "
+        "| refined share | mean layers | latency vs dense |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['decoding']} | {r['pc_success']:.1f} | {r['episodes']} | "
+            f"{f(r['chunk_ms_median'], '.2f')} | {r['policy_ms_per_step']:.2f} | "
+            f"{f(r['refined_share'], '.2f')} | {f(r['mean_layers'], '.2f')} | "
+            f"{f(r.get('latency_vs_dense'), '.2f')} |"
+        )
+    return "\n".join(lines) + "\n"
