@@ -29,7 +29,10 @@ def env():
 
 def test_observation_shapes_dtypes_and_ranges(env):
     obs = env.reset(1)
-    assert set(obs) == {"images", "state"}
+    assert set(obs) == {"images", "state", "object_position"}
+    position = obs["object_position"]  # the task's object, for monitors (not a policy input)
+    assert position.shape == (3,) and position.dtype == np.float32
+    np.testing.assert_allclose(position, env.object_pos(env.task.carried[0]), atol=1e-6)
     assert set(obs["images"]) == {"agentview", "wrist"}
     for img in obs["images"].values():
         assert img.shape == (RES, RES, 3) and img.dtype == np.uint8
