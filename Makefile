@@ -20,7 +20,9 @@ help: ## List the targets
 $(STAMP): pyproject.toml requirements.lock
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check uv
-	$(UV) pip install -q --python $(PY) -r requirements.lock -e ".[dev]"
+	@# egl-probe (robomimic, via LIBERO) builds C++ with whichever `cmake` is on PATH; CMake >= 4
+	@# (e.g. the cmake wheel of an activated venv) refuses its cmake_minimum_required < 3.5
+	CMAKE_POLICY_VERSION_MINIMUM=3.5 $(UV) pip install -q --python $(PY) -r requirements.lock -e ".[dev]"
 	touch $@
 
 install: $(STAMP) ## Create .venv with the pinned stack (requirements.lock) and vlaexp
