@@ -28,13 +28,13 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
+from bench_pi0 import timed
 from report import write
 
 from vlaexp.config.policy import GemmaStackConfig, Pi05Config, RVQPolicyConfig, VisionTowerConfig
@@ -55,22 +55,10 @@ SIZES = {
 }
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def median_s(fn, repeats: int, device: torch.device, warmup: int = 3) -> float:
     for _ in range(warmup):
         fn()
-    out = []
-    for _ in range(repeats):
-        sync(device)
-        t = time.perf_counter()
-        fn()
-        sync(device)
-        out.append(time.perf_counter() - t)
-    return statistics.median(out)
+    return statistics.median(timed(fn, repeats, device))
 
 
 def build(args, device: torch.device, workdir: Path) -> tuple[RVQPolicy, Pi05Policy]:

@@ -187,22 +187,13 @@ def caption_tokens(
 def caption_loss(model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean next-token cross-entropy over the target tokens, their top-1 accuracy) of a
     value function's vision tower + projector + Gemma, through Gemma's tied embedding."""
-    images = batch["images"].to(model.device)  # [B, C, 3, S, S]
-    b, c = images.shape[:2]
-    dtype = model.projector[0].weight.dtype
-    features = model.vision(images.flatten(0, 1).to(dtype))
-    image_tokens = model.projector(features).unflatten(0, (b, c)).flatten(1, 2)  # [B, C*N, H]
+    image_tokens = model.image_tokens(batch["images"])  # [B, C*N, H]
     tokens, mask, target = caption_tokens(
         model.tokenizer, list(batch["prompt"]), list(batch["target"]), model.config.align.max_length
     )
-    tokens, mask, target = tokens.to(model.device), mask.to(model.device), target.to(model.device)
-    text = model.lm.embed_tokens(tokens)  # Gemma's scaled embedding, as in logits()
-    embeds = torch.cat([image_tokens, text.to(image_tokens.dtype)], dim=1)
+    hidden = model.lm_hidden(image_tokens, tokens, mask)
+    tokens, target = tokens.to(model.device), target.to(model.device)
     n_image = image_tokens.shape[1]
-    full_mask = torch.cat([mask.new_ones(b, n_image), mask], dim=1)
-    hidden = model.lm(
-        inputs_embeds=embeds, attention_mask=full_mask.long(), use_cache=False
-    ).last_hidden_state
     # position p predicts token p + 1: the hidden states before each target token
     pred = hidden[:, n_image - 1 : -1]  # [B, L, H]: for text token j, the state before it
     if target.sum() == 0:

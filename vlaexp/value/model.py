@@ -180,30 +180,41 @@ class ValueFunction(SavesPretrained, pl.LightningModule):
             images.append(img)
         return torch.stack(images)
 
-    def logits(self, batch: dict[str, Any]) -> torch.Tensor:
-        """float[B, n_bins] of a batch's images and ``task`` texts."""
-        images = self._images(batch)
-        n_cams, b = images.shape[:2]
-        if len(batch["task"]) != b:
-            raise VlaexpError(f"batch has {b} images per camera but {len(batch['task'])} tasks")
+    def image_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """float[B, C, 3, S, S] (C cameras) -> the LM's image tokens float[B, C*N, H]."""
+        b, c = images.shape[:2]
         dtype = self.head.weight.dtype
-        features = self.vision(images.flatten(0, 1).to(self.device, dtype))  # [C*B, N, W]
-        image_tokens = self.projector(features).unflatten(0, (n_cams, b))  # [C, B, N, H]
-        image_tokens = image_tokens.transpose(0, 1).flatten(1, 2)  # [B, C*N, H]
-        tokens, text_mask = tokenize(
-            self.tokenizer, list(batch["task"]), self.config.tokenizer_max_length
-        )
+        features = self.vision(images.flatten(0, 1).to(self.device, dtype))  # [B*C, N, W]
+        return self.projector(features).unflatten(0, (b, c)).flatten(1, 2)
+
+    def lm_hidden(
+        self, image_tokens: torch.Tensor, tokens: torch.Tensor, text_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Gemma's last hidden states float[B, C*N + L, H] over the image tokens followed by
+        right-padded text ``tokens`` long[B, L] (``text_mask`` bool[B, L])."""
+        b, n_image = image_tokens.shape[:2]
         tokens, text_mask = tokens.to(self.device), text_mask.to(self.device)
         # Gemma's embedding module multiplies by sqrt(width); inputs_embeds skips it, so the
         # text is embedded here with the model's own module and the image tokens join unscaled.
         text = self.lm.embed_tokens(tokens)
         embeds = torch.cat([image_tokens, text.to(image_tokens.dtype)], dim=1)
-        n_image = image_tokens.shape[1]
         mask = torch.cat([text_mask.new_ones(b, n_image), text_mask], dim=1)
-        hidden = self.lm(
+        return self.lm(
             inputs_embeds=embeds, attention_mask=mask.long(), use_cache=False
         ).last_hidden_state
-        last = n_image + text_mask.sum(1) - 1  # right padding: the last real token
+
+    def logits(self, batch: dict[str, Any]) -> torch.Tensor:
+        """float[B, n_bins] of a batch's images and ``task`` texts."""
+        images = self._images(batch)  # [C, B, ...]
+        b = images.shape[1]
+        if len(batch["task"]) != b:
+            raise VlaexpError(f"batch has {b} images per camera but {len(batch['task'])} tasks")
+        image_tokens = self.image_tokens(images.transpose(0, 1))
+        tokens, text_mask = tokenize(
+            self.tokenizer, list(batch["task"]), self.config.tokenizer_max_length
+        )
+        hidden = self.lm_hidden(image_tokens, tokens, text_mask)
+        last = image_tokens.shape[1] + text_mask.to(self.device).sum(1) - 1  # last real token
         return self.head(hidden[torch.arange(b, device=self.device), last])
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
