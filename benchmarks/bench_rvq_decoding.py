@@ -125,6 +125,7 @@ def main() -> int:
     parser.add_argument("--chunk", type=int, default=10)
     parser.add_argument("--text", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--name", default=None, help="results name (default rvq_decoding_<size>)")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu" and args.size == "full":
@@ -197,7 +198,7 @@ def main() -> int:
         f"{100 * results['best_saving_from_parts']:.1f}%; measured on whole chunks: "
         f"{100 * results['saving_measured']:.1f}%.",
     ]
-    write(f"rvq_decoding_{args.size}", results, table)
+    write(args.name or f"rvq_decoding_{args.size}", results, table)
     return 0
 
 
