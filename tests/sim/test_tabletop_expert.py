@@ -10,6 +10,7 @@ from vlaexp.sim.tabletop import fixtures as fx
 from vlaexp.sim.tabletop import predicates as pr
 from vlaexp.sim.tabletop.evaluate_experts import make_suite, run_episode
 from vlaexp.sim.tabletop.expert import TabletopExpert
+from vlaexp.sim.tabletop.skills import MIN_HOLD, fingers_done
 from vlaexp.sim.tabletop.tasks import OTHER, RED, SUITES, TARGET
 
 
@@ -227,3 +228,30 @@ def test_recorded_actions_replayed_open_loop_succeed(task_id):
     assert replay(0.0)
     assert not replay(0.3)
     env.close()
+
+
+def test_holds_end_when_the_fingers_stop():
+    """The grasp and release holds last until the fingers stop moving or reach the commanded
+    opening, which the policy sees in the state, not a fixed count of look-alike steps: every
+    step the hold went on the fingers were still on their way, and the next phase starts on
+    the step they arrived."""
+    s = make_suite("spatial")
+    env = s.make_env(0, render=False)
+    env.reset(s.eval_seeds(0)[0])
+    trace = []  # (phase, commanded grip, finger joints when the command was issued)
+    for cmd in s.task(0).plan[0].run(env):
+        trace.append((cmd.phase, float(cmd.action[6]), env.finger_qpos()))
+        env.step(cmd.action)
+    env.close()
+    phases = [p for p, _, _ in trace]
+    for phase, then in (("grasp", "lift"), ("release", "retreat")):
+        steps = [k for k, p in enumerate(phases) if p == phase]
+        assert steps == list(range(steps[0], steps[-1] + 1)), phase  # one hold, no regrasp
+        end = steps[-1] + 1
+        assert phases[end] == then
+        grip = trace[steps[0]][1]
+        done = [fingers_done(trace[k][2], trace[k - 1][2], grip) for k in range(steps[0], end + 1)]
+        assert done[-1], phase  # arrived when the next phase began
+        assert not any(done[MIN_HOLD:-1]), (phase, done)  # and not before
+        assert MIN_HOLD <= len(steps) <= 5, (phase, len(steps))
+    assert trace[phases.index("lift")][2][0] > 0.015  # closed on the 4 cm cube, not on nothing

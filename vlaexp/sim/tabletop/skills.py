@@ -18,7 +18,7 @@ import numpy as np
 from vlaexp.sim.tabletop import fixtures as fx
 from vlaexp.sim.tabletop.env import POS_SCALE, ROT_SCALE
 from vlaexp.sim.tabletop.rotations import quat_mul, rotation_error, wrap_angle, yaw_quat
-from vlaexp.sim.tabletop.scene import DOWN_QUAT, FINGERTIP_BELOW_TCP
+from vlaexp.sim.tabletop.scene import DOWN_QUAT, FINGER_OPEN, FINGERTIP_BELOW_TCP
 
 if TYPE_CHECKING:
     from vlaexp.sim.tabletop.env import TabletopEnv
@@ -31,6 +31,9 @@ TURN_RATE = 0.12  # rad per control step
 RELEASE_GAP = 0.01  # an object is let go this far above where it will rest
 DRAWER_PULL_TO = 0.125
 KNOB_TURN = 1.35
+FINGERS_SETTLED = 5e-4  # m per step: fingers moving less than this have stopped
+FINGERS_AT_TARGET = 2e-3  # m: fingers this close to the commanded opening are there
+MIN_HOLD = 2  # steps a hold lasts at least (the fingers start moving after the first)
 
 
 @dataclass(frozen=True)
@@ -95,11 +98,30 @@ def _over(env: TabletopEnv, body: str, z: float) -> Target:
 
 
 def hold(env: TabletopEnv, grip: float, steps: int, phase: str) -> Iterator[Command]:
-    """Stay where the TCP is while the fingers move to ``grip``."""
+    """Stay where the TCP is while the fingers move to ``grip``, until they stop (closed on
+    the object, or fully open), at most ``steps`` steps.
+
+    The hold ends on what a policy sees (the finger joints are in the state), not after a
+    fixed count: with a count, the fingers rest closed on the object for a few steps that
+    look alike, and a policy imitating the demos cannot tell when to lift; trained on such
+    demos it hovered with the object in hand, replaying "wait, then lift" chunk after chunk."""
     here = env.tcp_pos().copy()
     yaw = env.gripper_yaw()
-    for _ in range(steps):
+    last = None
+    for i in range(steps):
+        fingers = env.finger_qpos()
+        if i >= MIN_HOLD and fingers_done(fingers, last, grip):
+            return
+        last = fingers
         yield Command(_action(env, here, yaw, grip, FINE), phase)
+
+
+def fingers_done(fingers: np.ndarray, last: np.ndarray, grip: float) -> bool:
+    """Whether fingers ``[2]`` (joint positions, ``last`` one step earlier) have stopped or
+    reached the opening that ``grip`` commands (they slow down near it)."""
+    target = FINGER_OPEN * (1.0 - grip) / 2.0
+    stopped = np.max(np.abs(fingers - last)) < FINGERS_SETTLED
+    return bool(stopped or abs(abs(fingers[0]) - target) < FINGERS_AT_TARGET)
 
 
 def retreat(env: TabletopEnv, grip: float) -> Iterator[Command]:
