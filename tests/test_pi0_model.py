@@ -254,3 +254,27 @@ def test_unknown_tokenizer_names_the_setting_and_the_bundled_ones() -> None:
 
     with pytest.raises(VlaexpError, match=r"policy\.tokenizer.*bundled one: tabletop"):
         load_tokenizer("no-such-org/no-such-tokenizer")  # HF_HUB_OFFLINE=1 in the tests
+
+
+def test_tokenizer_saved_by_transformers_5_loads_under_4(tmp_path) -> None:
+    """A checkpoint trained on the GPU machine (transformers 5) names its tokenizer class
+    ``TokenizersBackend``; loaded on a CPU with transformers 4 it tokenizes as saved."""
+    import json
+
+    from vlaexp.policies.pi0.prompt import load_tokenizer
+
+    bundled = load_tokenizer("tabletop")
+    bundled.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    config["tokenizer_class"] = "TokenizersBackend"  # what transformers 5 writes
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    loaded = load_tokenizer("unused", local_dir=tmp_path)
+    prompt = pi05_prompt("put the red cube in the bowl", np.arange(8))
+    assert loaded(prompt)["input_ids"] == bundled(prompt)["input_ids"]
+    assert (loaded.bos_token_id, loaded.pad_token_id) == (
+        bundled.bos_token_id,
+        bundled.pad_token_id,
+    )
+    (tmp_path / "tokenizer.json").unlink()  # nothing to read it from: the error stays
+    with pytest.raises(ValueError, match="TokenizersBackend"):
+        load_tokenizer("unused", local_dir=tmp_path)

@@ -12,6 +12,7 @@ truncated), as LeRobot's processors do.
 from __future__ import annotations
 
 import importlib.resources
+import json
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +36,11 @@ def load_tokenizer(name_or_path: str | Path, local_dir: Path | None = None) -> A
     from transformers import AutoTokenizer
 
     if local_dir is not None and (Path(local_dir) / "tokenizer_config.json").is_file():
-        return AutoTokenizer.from_pretrained(str(local_dir))
+        return _tokenizer_from_dir(Path(local_dir))
     name = str(name_or_path)
     if name in bundled_tokenizers():
         with importlib.resources.as_file(importlib.resources.files(BUNDLED) / name) as path:
-            return AutoTokenizer.from_pretrained(str(path))
+            return _tokenizer_from_dir(Path(path))
     try:
         return AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as e:
@@ -48,6 +49,28 @@ def load_tokenizer(name_or_path: str | Path, local_dir: Path | None = None) -> A
             f"elsewhere and point policy.tokenizer at its directory, or use a bundled one: "
             f"{', '.join(bundled_tokenizers())}"
         ) from e
+
+
+def _tokenizer_from_dir(path: Path) -> Any:
+    """A saved fast tokenizer, whichever transformers major version wrote it.
+
+    transformers 5 saves ``tokenizer_class: TokenizersBackend``, a class 4.x does not have
+    (checkpoints trained on the GPU machine load on a CPU with 4.57): there the same
+    ``tokenizer.json`` is read through ``PreTrainedTokenizerFast`` with the saved special
+    tokens, which is what AutoTokenizer would build from it."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except ValueError as e:
+        if "TokenizersBackend" not in str(e) or not (path / "tokenizer.json").is_file():
+            raise
+    config = json.loads((path / "tokenizer_config.json").read_text())
+    special = {k: config[k] for k in SPECIAL_TOKEN_KEYS if isinstance(config.get(k), str)}
+    return PreTrainedTokenizerFast(tokenizer_file=str(path / "tokenizer.json"), **special)
+
+
+SPECIAL_TOKEN_KEYS = ("bos_token", "eos_token", "pad_token", "unk_token")
 
 
 def discretize_state(state: np.ndarray) -> np.ndarray:
