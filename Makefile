@@ -32,7 +32,7 @@ demo: install ## Run the quickstart experiment offline on CPU (collect, train, e
 	$(PY) -m vlaexp +experiment=quickstart
 
 test: install ## Fast tests (CPU, < 15 min on 2 cores); the README's test command
-	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow and not gpu and not sim"
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow and not gpu and not sim" --durations=15
 
 test-full: install ## Every CPU test, including slow and sim ones
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not gpu"

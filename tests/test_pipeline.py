@@ -182,6 +182,7 @@ def test_sim_eval_callback_in_a_short_training_run(
     assert [r["step"] for r in rows if r.get("eval/pc_success")] == ["2", "4"]
 
 
+@pytest.mark.slow  # ~90 s on 2 cores; make test-full (and make demo) run it
 def test_quickstart_runs_end_to_end_in_limit_mode(tmp_path: Path) -> None:
     out = run_vlaexp(
         [
