@@ -13,7 +13,11 @@
 # timer counts the time of earlier calls too), then evaluates again.
 #   POLICIES="pi05_small" KILL_S=560 bash benchmarks/device/tabletop_spatial_gpu.sh ...
 # EXTRA adds overrides to every training job, EXTRA_<policy> to that policy's alone, e.g. the
-# RND stages after evaluation:
+# RND stages after evaluation. MAX_STEPS_<policy> is where this call stops that policy and
+# DECAY_<policy> the length of its cosine schedule over all calls (default: the max steps), so
+# that a run spread over calls stops each call at a checkpoint and ends its schedule in the last:
+#   MAX_STEPS_pi05_small=3000 DECAY_pi05_small=11000 ...   (then 8500, then 11000)
+# The RND stages after evaluation:
 #   EXTRA_pi0_small="stages=[collect,train,eval,rnd_collect,rnd_train,rnd_score,rnd_detect,rnd_visualize,report]"
 # (rnd_detect before rnd_visualize: without PyAV here the overlay mp4 is off, rnd.visualize.video=false)
 set -u -o pipefail
@@ -26,7 +30,9 @@ OUT=${OUT:-/tmp/out}; R=/tmp/runs; mkdir -p $R $OUT
 COMMON="+experiment=tabletop_spatial paths.root_dir=$R print_config=false data.collect.use_videos=false
  trainer.log_every_n_steps=50 eval.n_videos=0 data.collect.task_ids=$TASKS eval.task_ids=$TASKS
  eval.n_episodes=$EVAL_EPISODES data.collect.episodes_per_task=$EPISODES rnd.visualize.video=false"
-timeout $COLLECT_S python3 -m vlaexp $COMMON "stages=[collect]" 2>&1 | grep -E "expert successes|Built|rror"
+# recording runs in env processes: as many as the machine's cores allow (the dataset is the same)
+WORKERS=${WORKERS:-$(( $(nproc) > 16 ? $(nproc) - 4 : 12 ))}
+timeout $COLLECT_S python3 -m vlaexp $COMMON "stages=[collect]" data.collect.n_workers=$WORKERS 2>&1 | grep -E "expert successes|Built|rror"
 echo "install + collect done after $(( $(date +%s) - S )) s"
 # No periodic all-thread stack dumps (faulthandler.dump_traceback_later): in attempts 3 and 4
 # both jobs segfaulted while a dump was being written, the last dump cut off mid-frame.
@@ -34,12 +40,18 @@ echo "install + collect done after $(( $(date +%s) - S )) s"
 # comes off it (CALL_S, default 590 s, is what the whole call may take)
 LEFT=$(( ${CALL_S:-590} - ($(date +%s) - S) )); test $KILL_S -gt $LEFT && KILL_S=$LEFT
 echo "training jobs get $KILL_S s"
+# one GPU per job where the machine has as many (nvidia-h100-x2: Pi0.5 and Pi0 side by side,
+# each alone on its card), else all on GPU 0
+NGPU=$(nvidia-smi -L | wc -l); i=0
 for p in $POLICIES; do
+  export CUDA_VISIBLE_DEVICES=$(( i % NGPU )); i=$(( i + 1 ))
   RESUME=false; test -e $R/$p/checkpoints/last && RESUME=true
   MINE=EXTRA_$p
+  STEPS=MAX_STEPS_$p DECAY=DECAY_$p
   timeout -s KILL $KILL_S python3 -m vlaexp $COMMON policy=$p hydra.run.dir=$R/$p \
-    resume=$RESUME trainer.max_time=$MAX_TIME trainer.max_steps=$MAX_STEPS $EXTRA ${!MINE:-} >> $R/$p.log 2>&1 &
-done; wait
+    resume=$RESUME trainer.max_time=$MAX_TIME trainer.max_steps=${!STEPS:-$MAX_STEPS} \
+    policy.scheduler.decay_steps=${!DECAY:-${!STEPS:-$MAX_STEPS}} $EXTRA ${!MINE:-} >> $R/$p.log 2>&1 &
+done; wait; unset CUDA_VISIBLE_DEVICES
 echo "train+eval done after $(( $(date +%s) - S )) s"
 # what comes back: one tar.gz per policy ($OUT returns at most 8 files): its log, metrics,
 # eval_info.json and, when the RND stages ran, their scores summary, detection and plots
