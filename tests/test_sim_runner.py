@@ -55,6 +55,8 @@ def test_expert_succeeds_in_parallel_workers_like_in_process(tmp_path: Path) -> 
     assert len(info["video_paths"]) == 1 and Path(info["video_paths"][0]).stat().st_size > 1000
     for row in info["per_episode"]:
         assert (row["failure_mode"] is None) == row["success"]
+        assert row["grasp_xy_error"] < 0.005  # the expert closes centred on the cube
+    assert metrics["eval/n_grasps"] == 4 and metrics["eval/grasp_xy_error_median"] < 0.005
 
 
 def test_random_policy_fails_with_named_failure_modes_and_is_reset_every_episode(

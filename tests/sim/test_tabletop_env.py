@@ -166,3 +166,29 @@ def test_horizon_truncates_and_info_fields():
         assert r.info["step"] == k and r.info["success"] is False and r.reward == 0.0
         assert r.info["subgoals"] == [False] and r.info["seed"] == 9
         assert not r.terminated
+
+
+def test_grasp_xy_error_is_the_tcp_to_object_distance_at_the_first_close():
+    from vlaexp.sim.tabletop.expert import TabletopExpert
+
+    with make_env(render=False, task=SPATIAL_TASKS[0], max_steps=120) as e:
+        e.reset(3)
+        move = np.zeros(ACTION_DIM)
+        move[6] = -1.0  # open: no grasp yet
+        assert e.step(move).info["grasp_xy_error"] is None
+        where = e.tcp_pos()[:2].copy()
+        cube = min(np.linalg.norm(e.object_pos(n)[:2] - where) for n in ("red_cube_a",))
+        close = move.copy()
+        close[:3], close[6] = (0.5, 0.0, 0.0), 1.0  # closes here, then moves on
+        first = e.step(close).info["grasp_xy_error"]
+        assert first == pytest.approx(cube, abs=1e-6) and first > 0.05
+        e.step(move)
+        assert e.step(close).info["grasp_xy_error"] == first  # the first close is what counts
+        # the scripted expert closes centred on the cube
+        e.reset(3)
+        expert = TabletopExpert(e)
+        expert.reset()
+        obs, result = None, None
+        while result is None or not (result.terminated or result.truncated):
+            result = e.step(expert.act(obs))
+        assert result.terminated and result.info["grasp_xy_error"] < 0.005

@@ -232,6 +232,8 @@ class SimRunner:
             "max_reward": float(np.max(ep.rewards)) if ep.rewards else 0.0,
             "failure_mode": failure_mode,
             "seconds": round(seconds, 3),
+            # suites that measure it (tabletop): TCP-to-object distance (m) at the first close
+            "grasp_xy_error": ep.info.get("grasp_xy_error"),
         }
 
     def _aggregate(self, rows: list[dict[str, Any]], eval_s: float) -> dict[str, float]:
@@ -244,6 +246,10 @@ class SimRunner:
             "eval/eval_s": eval_s,
             "eval/eval_ep_s": eval_s / max(1, len(rows)),
         }
+        offsets = [r["grasp_xy_error"] for r in rows if r.get("grasp_xy_error") is not None]
+        if offsets:  # how many episodes closed the gripper, and how far from the object
+            metrics["eval/grasp_xy_error_median"] = float(np.median(offsets))
+            metrics["eval/n_grasps"] = float(len(offsets))
         for t in self.task_ids:
             s = [r["success"] for r in rows if r["task_id"] == t]
             metrics[f"eval/task_{t}/pc_success"] = 100.0 * float(np.mean(s)) if s else 0.0

@@ -143,6 +143,8 @@ class TabletopEnv(SimEnv):
         self._lifted: set[str] = set()
         self._dropped: set[str] = set()
         self._contacted: set[str] = set()
+        self._closing = False
+        self._grasp_xy_error: float | None = None
 
     # ------------------------------------------------------------------ SimEnv contract
     def reset(self, seed: int) -> dict[str, Any]:
@@ -172,6 +174,7 @@ class TabletopEnv(SimEnv):
         self._start_z = {n: float(self.object_pos(n)[2]) for n in self.task.carried}
         self._held = dict.fromkeys(self.task.carried, False)
         self._lifted, self._dropped, self._contacted = set(), set(), set()
+        self._closing, self._grasp_xy_error = False, None
         return self._observe()
 
     def step(self, action: np.ndarray) -> StepResult:
@@ -184,6 +187,7 @@ class TabletopEnv(SimEnv):
         if not np.all(np.isfinite(a)):
             raise ValueError(f"action has non-finite values: {a}")
         a = np.clip(a, -1.0, 1.0)
+        self._track_grasp(a[6] > 0.0)
         d = self.data
         quat = quat_mul(axis_angle_to_quat(a[3:6] * ROT_SCALE), d.xquat[self._gripper_id])
         tcp = np.clip(self.tcp_pos() + a[:3] * POS_SCALE, WORKSPACE_LOW, WORKSPACE_HIGH)
@@ -202,6 +206,7 @@ class TabletopEnv(SimEnv):
             "subgoals": subgoals,
             "task_id": self.task_id,
             "seed": self.seed,
+            "grasp_xy_error": self._grasp_xy_error,
         }
         return StepResult(
             obs=self._observe(),
@@ -224,6 +229,18 @@ class TabletopEnv(SimEnv):
         if carried or self._contacted:
             return "missed_goal"
         return "timeout"
+
+    def _track_grasp(self, closing: bool) -> None:
+        """At the episode's first closing command (the gripper action turning positive), the
+        distance (m) in the table plane from the TCP to the nearest object the task carries:
+        how precisely a policy places the gripper before it grasps. None until then and in
+        tasks that carry nothing."""
+        if closing and not self._closing and self._grasp_xy_error is None and self.task.carried:
+            tcp = self.tcp_pos()[:2]
+            self._grasp_xy_error = min(
+                float(np.linalg.norm(self.object_pos(n)[:2] - tcp)) for n in self.task.carried
+            )
+        self._closing = closing
 
     def _track_failures(self) -> None:
         """Per step: which carried objects were lifted, which were let go in mid-air, and
