@@ -9,7 +9,7 @@
 # (benchmarks/device/env.sh installs them, with a stand-in for PyAV.)
 #   bash benchmarks/device/tabletop_spatial_gpu.sh "[0,1]" 00:00:07:00 16000
 # Each policy trains in a fixed run dir (/tmp/runs/<policy>): a later call on the same warm
-# machine resumes it from its last checkpoint (resume=true) with a larger MAX_TIME (Lightning's
+# machine (issue it at once: an idle machine is handed back after 30 s, and the run with it) resumes it from its last checkpoint (resume=true) with a larger MAX_TIME (Lightning's
 # timer counts the time of earlier calls too), then evaluates again.
 #   POLICIES="pi05_small" KILL_S=560 bash benchmarks/device/tabletop_spatial_gpu.sh ...
 # EXTRA adds overrides to every training job, EXTRA_<policy> to that policy's alone, e.g. the
