@@ -9,7 +9,7 @@ from vlaexp.errors import ConfigError
 from vlaexp.sim.base import ACTION_DIM, STATE_DIM
 from vlaexp.sim.tabletop.env import POS_SCALE, ROT_SCALE, TabletopEnv
 from vlaexp.sim.tabletop.scene import FINGER_OPEN, HOME_TCP
-from vlaexp.sim.tabletop.tasks import GOAL_TASKS, SPATIAL_TASKS
+from vlaexp.sim.tabletop.tasks import GOAL_TASKS, SPATIAL_TASKS, TARGET
 
 RES = 32  # small images keep these tests fast; the contract does not depend on size
 
@@ -177,7 +177,7 @@ def test_grasp_xy_error_is_the_tcp_to_object_distance_at_the_first_close():
         move[6] = -1.0  # open: no grasp yet
         assert e.step(move).info["grasp_xy_error"] is None
         where = e.tcp_pos()[:2].copy()
-        cube = min(np.linalg.norm(e.object_pos(n)[:2] - where) for n in ("red_cube_a",))
+        cube = np.linalg.norm(e.object_pos(TARGET)[:2] - where)  # the task's one carried object
         close = move.copy()
         close[:3], close[6] = (0.5, 0.0, 0.0), 1.0  # closes here, then moves on
         first = e.step(close).info["grasp_xy_error"]
@@ -185,10 +185,12 @@ def test_grasp_xy_error_is_the_tcp_to_object_distance_at_the_first_close():
         e.step(move)
         assert e.step(close).info["grasp_xy_error"] == first  # the first close is what counts
         # the scripted expert closes centred on the cube
-        e.reset(3)
+        obs = e.reset(3)
         expert = TabletopExpert(e)
         expert.reset()
-        obs, result = None, None
-        while result is None or not (result.terminated or result.truncated):
+        while True:
             result = e.step(expert.act(obs))
+            obs = result.obs
+            if result.terminated or result.truncated:
+                break
         assert result.terminated and result.info["grasp_xy_error"] < 0.005

@@ -246,7 +246,7 @@ class SimRunner:
             "eval/eval_s": eval_s,
             "eval/eval_ep_s": eval_s / max(1, len(rows)),
         }
-        offsets = [r["grasp_xy_error"] for r in rows if r.get("grasp_xy_error") is not None]
+        offsets = [r["grasp_xy_error"] for r in rows if r["grasp_xy_error"] is not None]
         if offsets:  # how many episodes closed the gripper, and how far from the object
             metrics["eval/grasp_xy_error_median"] = float(np.median(offsets))
             metrics["eval/n_grasps"] = float(len(offsets))

@@ -193,7 +193,7 @@ class TabletopEnv(SimEnv):
         tcp = np.clip(self.tcp_pos() + a[:3] * POS_SCALE, WORKSPACE_LOW, WORKSPACE_HIGH)
         d.mocap_quat[0] = quat
         d.mocap_pos[0] = tcp - _approach_axis(quat) * TCP_OFFSET
-        opening = FINGER_OPEN * (1.0 - a[6]) / 2.0
+        opening = finger_opening(a[6])
         d.ctrl[:] = (opening, -opening)
         mujoco.mj_step(self.model, d, nstep=self.substeps)
         self._step_count += 1
@@ -437,6 +437,12 @@ class TabletopEnv(SimEnv):
         if name not in self._joint_ids:
             raise unknown_choice("joint", name, self._joint_ids)
         return self._joint_ids[name]
+
+
+def finger_opening(grip: float) -> float:
+    """Finger joint travel (m, 0 closed .. FINGER_OPEN) that gripper action ``grip`` in
+    [-1, 1] commands: -1 fully open, +1 closed."""
+    return float(FINGER_OPEN * (1.0 - grip) / 2.0)
 
 
 def _approach_axis(quat: np.ndarray) -> np.ndarray:

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from vlaexp.sim.tabletop import fixtures as fx
-from vlaexp.sim.tabletop.env import POS_SCALE, ROT_SCALE
+from vlaexp.sim.tabletop.env import POS_SCALE, ROT_SCALE, finger_opening
 from vlaexp.sim.tabletop.rotations import quat_mul, rotation_error, wrap_angle, yaw_quat
-from vlaexp.sim.tabletop.scene import DOWN_QUAT, FINGER_OPEN, FINGERTIP_BELOW_TCP
+from vlaexp.sim.tabletop.scene import DOWN_QUAT, FINGERTIP_BELOW_TCP
 
 if TYPE_CHECKING:
     from vlaexp.sim.tabletop.env import TabletopEnv
@@ -119,9 +119,8 @@ def hold(env: TabletopEnv, grip: float, steps: int, phase: str) -> Iterator[Comm
 def fingers_done(fingers: np.ndarray, last: np.ndarray, grip: float) -> bool:
     """Whether fingers ``[2]`` (joint positions, ``last`` one step earlier) have stopped or
     reached the opening that ``grip`` commands (they slow down near it)."""
-    target = FINGER_OPEN * (1.0 - grip) / 2.0
     stopped = np.max(np.abs(fingers - last)) < FINGERS_SETTLED
-    return bool(stopped or abs(abs(fingers[0]) - target) < FINGERS_AT_TARGET)
+    return bool(stopped or abs(abs(fingers[0]) - finger_opening(grip)) < FINGERS_AT_TARGET)
 
 
 def retreat(env: TabletopEnv, grip: float) -> Iterator[Command]:
