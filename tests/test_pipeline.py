@@ -119,6 +119,36 @@ def test_collect_in_worker_processes_writes_the_same_dataset_as_in_process(
     ra, rb = (read_episode_records(roots[n]) for n in (1, 2))
     assert [r["seed"] for r in ra] == [r["seed"] for r in rb]
     assert [r["task_id"] for r in rb] == [0, 0, 0, 1, 1, 1]
+
+    # DART demos (action_noise): the same seeds, the env pushed off the expert's path while
+    # the dataset keeps the expert's corrective actions: the TCP no longer moves by the
+    # recorded action (it does, to within tracking, in the plain demos)
+    from vlaexp.sim.tabletop.env import POS_SCALE
+
+    spec = SuiteSpec(OmegaConf.to_container(cfg, resolve=True), cams)
+    summary = collect_demonstrations(
+        spec,
+        tmp_path / "dart",
+        "test/w",
+        cams,
+        3,
+        task_ids=[0, 1],
+        use_videos=False,
+        n_workers=2,
+        action_noise=0.1,
+    )
+    assert summary["successes"] == 6
+    dart = LeRobotDataset("test/w", root=tmp_path / "dart")
+    assert [r["seed"] for r in read_episode_records(tmp_path / "dart")] == [r["seed"] for r in ra]
+
+    def tracking_error(ds: LeRobotDataset) -> float:
+        state = np.stack(ds.hf_dataset["observation.state"])[:, :3]
+        action = np.stack(ds.hf_dataset["action"])[:, :3]
+        same_ep = np.diff(np.stack(ds.hf_dataset["episode_index"])) == 0
+        moved = np.diff(state, axis=0)[same_ep] - action[:-1][same_ep] * POS_SCALE
+        return float(np.median(np.abs(moved)))
+
+    assert tracking_error(a) < 1e-3 < 2e-3 < tracking_error(dart)
     with pytest.raises(ValueError, match="SuiteSpec"):
         from vlaexp.sim.factory import make_task_suite
 

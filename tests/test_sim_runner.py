@@ -59,6 +59,50 @@ def test_expert_succeeds_in_parallel_workers_like_in_process(tmp_path: Path) -> 
     assert metrics["eval/n_grasps"] == 4 and metrics["eval/grasp_xy_error_median"] < 0.005
 
 
+def test_dart_noise_moves_the_env_but_the_episode_keeps_the_experts_actions() -> None:
+    """expert_noise: the env executes the expert's action plus seeded noise on x, y, z; the
+    recorded action is the expert's own, and the expert corrects the drift."""
+    from vlaexp.sim.tabletop.env import POS_SCALE
+    from vlaexp.sim.workers import LocalWorker
+
+    sigma, seed = 0.1, 12345
+
+    def first_steps(noise: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        w = LocalWorker(spec())
+        w.send("reset", 0, seed, True, noise)
+        states, actions = [w.recv()["obs"]["state"]], []
+        for _ in range(3):
+            w.send("step", None)
+            r = w.recv()
+            states.append(r["obs"]["state"])
+            actions.append(r["action"])
+        w.close()
+        return states, actions
+
+    clean_states, clean_actions = first_steps(0.0)
+    noisy_states, noisy_actions = first_steps(sigma)
+    # same start, same first decision; then the executed noise shows in the TCP position
+    np.testing.assert_array_equal(clean_actions[0], noisy_actions[0])
+    drift = noisy_states[1][:3] - clean_states[1][:3]
+    expected = np.random.default_rng([seed, 0xDA27]).normal(0.0, sigma, 3) * POS_SCALE
+    np.testing.assert_allclose(drift, expected, atol=1e-3)
+    assert np.linalg.norm(drift) > 2e-3
+    # the next recorded action already differs: the expert reacts to where it ended up
+    assert not np.allclose(clean_actions[1][:3], noisy_actions[1][:3])
+    assert all(a[6] == c[6] for a, c in zip(noisy_actions, clean_actions, strict=True))
+    # seeded: the same noisy episode again
+    _, again_actions = first_steps(sigma)
+    np.testing.assert_array_equal(np.array(again_actions), np.array(noisy_actions))
+    # and the corrected episodes still succeed, grasps still centred
+    metrics = SimRunner(
+        spec(), None, n_episodes=2, task_ids=[0], n_videos=0, expert_noise=sigma
+    ).run(ScriptedExpert())
+    assert metrics["eval/pc_success"] == 100.0
+    assert metrics["eval/grasp_xy_error_median"] < 0.006
+    with pytest.raises(ValueError, match="expert_noise"):
+        SimRunner(spec(), None, n_videos=0, expert_noise=-0.1)
+
+
 def test_random_policy_fails_with_named_failure_modes_and_is_reset_every_episode(
     tmp_path: Path,
 ) -> None:

@@ -32,7 +32,10 @@ COMMON="+experiment=tabletop_spatial paths.root_dir=$R print_config=false data.c
  eval.n_episodes=$EVAL_EPISODES data.collect.episodes_per_task=$EPISODES rnd.visualize.video=false"
 # recording runs in env processes: as many as the machine's cores allow (the dataset is the same)
 WORKERS=${WORKERS:-$(( $(nproc) > 16 ? $(nproc) - 4 : 12 ))}
-timeout $COLLECT_S python3 -m vlaexp $COMMON "stages=[collect]" data.collect.n_workers=$WORKERS 2>&1 | grep -E "expert successes|Built|rror"
+# EXTRA goes in too (before stages=[collect], which wins): overrides of the data, e.g.
+# data.collect.action_noise, change the dataset's cache key, and the training jobs must find
+# the dataset recorded here instead of recording it again with fewer workers each
+timeout $COLLECT_S python3 -m vlaexp $COMMON $EXTRA "stages=[collect]" data.collect.n_workers=$WORKERS 2>&1 | grep -E "expert successes|Built|rror"
 echo "install + collect done after $(( $(date +%s) - S )) s"
 # No periodic all-thread stack dumps (faulthandler.dump_traceback_later): in attempts 3 and 4
 # both jobs segfaulted while a dump was being written, the last dump cut off mid-frame.
@@ -46,6 +49,8 @@ NGPU=$(nvidia-smi -L | wc -l); i=0
 for p in $POLICIES; do
   export CUDA_VISIBLE_DEVICES=$(( i % NGPU )); i=$(( i + 1 ))
   RESUME=false; test -e $R/$p/checkpoints/last && RESUME=true
+  # a run killed before its first checkpoint has nothing to resume: start it again
+  $RESUME || rm -rf $R/$p
   MINE=EXTRA_$p
   STEPS=MAX_STEPS_$p DECAY=DECAY_$p
   timeout -s KILL $KILL_S python3 -m vlaexp $COMMON policy=$p hydra.run.dir=$R/$p \

@@ -15,6 +15,10 @@ class CollectConfig:
     seed_offset: int = 0  # shifts the training seeds (never overlaps the eval seeds)
     use_videos: bool = True  # mp4 per camera (compact) instead of PNG frames
     keep_failures: bool = True  # failed episodes are kept and flagged `success=False`
+    # DART noise: std (action units, 1 = 5 cm / 0.5 rad a step) of Gaussian noise added to the
+    # pose part of the actions the env executes; the dataset records the expert's own action,
+    # so the demos include its corrections of the drift. 0 = the expert's plain actions.
+    action_noise: float = 0.0
     # Env processes the expert's episodes roll out in (spawned); the dataset does not depend
     # on it (episodes are written in seed order), so it is left out of the cache key.
     n_workers: int = 1

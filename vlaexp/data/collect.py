@@ -114,6 +114,7 @@ def collect_demonstrations(
     keep_failures: bool = True,
     task_ids: list[int] | None = None,
     n_workers: int = 1,
+    action_noise: float = 0.0,
 ) -> dict[str, Any]:
     """Record ``episodes_per_task`` expert episodes of every task into a new dataset at ``root``.
 
@@ -122,7 +123,9 @@ def collect_demonstrations(
     spawned processes (needs a :class:`SuiteSpec`, whose config they build the suite from),
     while this process writes them in seed order as they finish, so the dataset is the
     same whatever ``n_workers`` is. Returns a summary: episodes written, successes,
-    per-task expert success rate.
+    per-task expert success rate. ``action_noise`` > 0 records DART demonstrations: the env
+    executes the expert's actions plus that much Gaussian noise on the pose dimensions, the
+    dataset keeps the expert's own (corrective) actions.
     """
     from vlaexp.sim.actors import ScriptedExpert
     from vlaexp.sim.runner import SimRunner
@@ -166,6 +169,7 @@ def collect_demonstrations(
         n_envs=n_workers,
         seeds={t: built.train_seeds(t, episodes_per_task, seed_offset) for t in task_ids},
         episode_sink=record,
+        expert_noise=action_noise,
     ).run(ScriptedExpert())
     recorder.finalize()
     return {

@@ -51,6 +51,7 @@ def collect_stage(ctx: RunContext) -> None:
             keep_failures=c.keep_failures,
             task_ids=c.task_ids,
             n_workers=c.n_workers,
+            action_noise=c.action_noise,
         )
 
     root = cached_artifact(cfg.paths.cache_dir, "datasets", spec, build, label=cfg.task_suite.name)

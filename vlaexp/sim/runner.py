@@ -67,6 +67,9 @@ class SimRunner:
             instead of the first ``n_episodes`` evaluation seeds.
         episode_sink: called with each finished episode (observations kept) and its row as
             it completes, instead of holding every episode in memory (recording demos).
+        expert_noise: with the scripted expert, the std of Gaussian noise (action units) added
+            to the pose dimensions of the actions the env executes, while the episodes keep
+            the expert's own actions (DART demonstrations); 0 = none.
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class SimRunner:
         monitor: StepMonitor | None = None,
         seeds: dict[int, list[int]] | None = None,
         episode_sink: Callable[[Episode, dict[str, Any]], None] | None = None,
+        expert_noise: float = 0.0,
     ) -> None:
         self.spec = spec
         self.suite = spec.build()  # metadata only; simulators are built by the workers
@@ -104,6 +108,9 @@ class SimRunner:
         self.monitor = monitor
         self.seeds = seeds
         self.episode_sink = episode_sink
+        if expert_noise < 0:
+            raise ValueError(f"expert_noise must be >= 0, got {expert_noise}")
+        self.expert_noise = expert_noise
         self.episodes: list[Episode] = []
 
     def _jobs(self) -> list[tuple[int, int]]:
@@ -162,7 +169,7 @@ class SimRunner:
         scripted expert's fault or None) each."""
         t0 = time.time()
         for w, (task_id, seed) in zip(workers, batch, strict=True):
-            w.send("reset", task_id, seed, expert)
+            w.send("reset", task_id, seed, expert, self.expert_noise)
         starts = [w.recv() for w in workers]
         obs = [s["obs"] for s in starts]
         instructions = [s["instruction"] for s in starts]

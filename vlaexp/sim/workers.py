@@ -16,6 +16,8 @@ import numpy as np
 
 from vlaexp.sim.base import SimEnv, TaskSuite
 
+NOISY_DIMS = 3  # translation only: rotation noise (0.5 rad a unit) stalls the yaw-tolerance moves
+
 
 @dataclass
 class SuiteSpec:
@@ -42,8 +44,12 @@ class _EnvSlot:
         self.expert = None
         self.use_expert = False
         self.obs: dict[str, Any] | None = None
+        self.expert_noise = 0.0
+        self.noise_rng: np.random.Generator | None = None
 
-    def reset(self, task_id: int, seed: int, use_expert: bool) -> dict[str, Any]:
+    def reset(
+        self, task_id: int, seed: int, use_expert: bool, expert_noise: float = 0.0
+    ) -> dict[str, Any]:
         if self.env is None or self.env.task_id != task_id:
             self.close()
             self.env = self.suite.make_env(task_id)
@@ -54,6 +60,12 @@ class _EnvSlot:
         self.obs = self.env.reset(seed)
         if self.expert is not None:
             self.expert.reset()
+        # DART (Laskey et al., 2017): the env executes the expert's action plus Gaussian noise
+        # on the pose dimensions, while the episode records the expert's own action; the
+        # closed-loop expert corrects the drift, so the demos show recoveries from states a
+        # learned policy's small errors lead to. Seeded by the episode seed: same dataset.
+        self.expert_noise = float(expert_noise) if use_expert else 0.0
+        self.noise_rng = np.random.default_rng([seed, 0xDA27]) if self.expert_noise else None
         return {
             "obs": self.obs,
             "instruction": self.env.instruction,
@@ -62,9 +74,13 @@ class _EnvSlot:
 
     def step(self, action: np.ndarray | None) -> dict[str, Any]:
         assert self.env is not None and self.obs is not None
+        executed = action
         if action is None:  # scripted expert acts from privileged state, here in the worker
-            action = self.expert.act(self.obs)
-        result = self.env.step(np.asarray(action, dtype=np.float32))
+            action = executed = self.expert.act(self.obs)
+            if self.noise_rng is not None:
+                executed = np.array(action, dtype=np.float32)
+                executed[:NOISY_DIMS] += self.noise_rng.normal(0.0, self.expert_noise, NOISY_DIMS)
+        result = self.env.step(np.asarray(executed, dtype=np.float32))
         self.obs = result.obs
         return {
             "obs": result.obs,
