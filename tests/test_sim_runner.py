@@ -67,15 +67,18 @@ def test_dart_noise_moves_the_env_but_the_episode_keeps_the_experts_actions() ->
 
     sigma, seed = 0.1, 12345
 
-    def first_steps(noise: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def first_steps(
+        noise: float, phases: list[str] | None = None
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         w = LocalWorker(spec())
-        w.send("reset", 0, seed, True, noise)
+        w.send("reset", 0, seed, True, noise, phases)
         states, actions = [w.recv()["obs"]["state"]], []
         for _ in range(3):
             w.send("step", None)
             r = w.recv()
             states.append(r["obs"]["state"])
             actions.append(r["action"])
+            assert w._slot.expert.phase == "approach"  # the first steps head for the cube
         w.close()
         return states, actions
 
@@ -93,6 +96,9 @@ def test_dart_noise_moves_the_env_but_the_episode_keeps_the_experts_actions() ->
     # seeded: the same noisy episode again
     _, again_actions = first_steps(sigma)
     np.testing.assert_array_equal(np.array(again_actions), np.array(noisy_actions))
+    # noise limited to other phases leaves the approach exactly as without noise
+    carry_only_states, _ = first_steps(sigma, ["carry"])
+    np.testing.assert_array_equal(np.array(carry_only_states), np.array(clean_states))
     # and the corrected episodes still succeed, grasps still centred
     metrics = SimRunner(
         spec(), None, n_episodes=2, task_ids=[0], n_videos=0, expert_noise=sigma

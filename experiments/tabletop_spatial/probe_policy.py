@@ -48,6 +48,9 @@ def main() -> None:
     obs = env.reset(args.seed)
     expert.reset()
     policy.reset()
+    # where everything starts (the goal fixture included), to read the printed TCP against
+    names = (*env.object_names, *env.task.scene.fixtures)
+    print("scene:", {n: fmt(env.body_pos(n)[:2]) for n in names}, instruction)
     errors = []
     for t in range(steps):
         state = f"tcp={fmt(obs['state'][:3])} fingers={fmt(obs['state'][6:])}"

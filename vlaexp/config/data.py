@@ -19,6 +19,11 @@ class CollectConfig:
     # pose part of the actions the env executes; the dataset records the expert's own action,
     # so the demos include its corrections of the drift. 0 = the expert's plain actions.
     action_noise: float = 0.0
+    # The expert's phases the noise applies in (None: all). Noise in a phase that ends when a
+    # tolerance is met and the gripper then acts (tabletop: descend -> close, lower -> open)
+    # makes the moment of closing/opening chance, which no observation predicts: e.g.
+    # [approach, lift, carry, retreat] keeps those phases noise-free.
+    action_noise_phases: Any = None
     # Env processes the expert's episodes roll out in (spawned); the dataset does not depend
     # on it (episodes are written in seed order), so it is left out of the cache key.
     n_workers: int = 1

@@ -115,6 +115,7 @@ def collect_demonstrations(
     task_ids: list[int] | None = None,
     n_workers: int = 1,
     action_noise: float = 0.0,
+    action_noise_phases: list[str] | None = None,
 ) -> dict[str, Any]:
     """Record ``episodes_per_task`` expert episodes of every task into a new dataset at ``root``.
 
@@ -125,7 +126,8 @@ def collect_demonstrations(
     same whatever ``n_workers`` is. Returns a summary: episodes written, successes,
     per-task expert success rate. ``action_noise`` > 0 records DART demonstrations: the env
     executes the expert's actions plus that much Gaussian noise on the pose dimensions, the
-    dataset keeps the expert's own (corrective) actions.
+    dataset keeps the expert's own (corrective) actions; ``action_noise_phases`` limits the
+    noise to those phases of the expert (None: all).
     """
     from vlaexp.sim.actors import ScriptedExpert
     from vlaexp.sim.runner import SimRunner
@@ -170,6 +172,7 @@ def collect_demonstrations(
         seeds={t: built.train_seeds(t, episodes_per_task, seed_offset) for t in task_ids},
         episode_sink=record,
         expert_noise=action_noise,
+        expert_noise_phases=action_noise_phases,
     ).run(ScriptedExpert())
     recorder.finalize()
     return {

@@ -52,6 +52,9 @@ def collect_stage(ctx: RunContext) -> None:
             task_ids=c.task_ids,
             n_workers=c.n_workers,
             action_noise=c.action_noise,
+            action_noise_phases=None
+            if c.action_noise_phases is None
+            else list(c.action_noise_phases),
         )
 
     root = cached_artifact(cfg.paths.cache_dir, "datasets", spec, build, label=cfg.task_suite.name)

@@ -85,7 +85,13 @@ class SimEnv(ABC):
 
 
 class Expert(ABC):
-    """A scripted policy acting from privileged state of the env it was built for."""
+    """A scripted policy acting from privileged state of the env it was built for.
+
+    ``phase`` names what its last action was doing (e.g. ``approach``, ``descend``,
+    ``carry``, ``lower``), "" where it does not say.
+    """
+
+    phase: str = ""
 
     @abstractmethod
     def reset(self) -> None:

@@ -70,6 +70,7 @@ class SimRunner:
         expert_noise: with the scripted expert, the std of Gaussian noise (action units) added
             to the pose dimensions of the actions the env executes, while the episodes keep
             the expert's own actions (DART demonstrations); 0 = none.
+        expert_noise_phases: the expert's phases that noise applies in (None: all).
     """
 
     def __init__(
@@ -86,6 +87,7 @@ class SimRunner:
         seeds: dict[int, list[int]] | None = None,
         episode_sink: Callable[[Episode, dict[str, Any]], None] | None = None,
         expert_noise: float = 0.0,
+        expert_noise_phases: list[str] | None = None,
     ) -> None:
         self.spec = spec
         self.suite = spec.build()  # metadata only; simulators are built by the workers
@@ -111,6 +113,9 @@ class SimRunner:
         if expert_noise < 0:
             raise ValueError(f"expert_noise must be >= 0, got {expert_noise}")
         self.expert_noise = expert_noise
+        self.expert_noise_phases = (
+            None if expert_noise_phases is None else list(expert_noise_phases)
+        )
         self.episodes: list[Episode] = []
 
     def _jobs(self) -> list[tuple[int, int]]:
@@ -169,7 +174,7 @@ class SimRunner:
         scripted expert's fault or None) each."""
         t0 = time.time()
         for w, (task_id, seed) in zip(workers, batch, strict=True):
-            w.send("reset", task_id, seed, expert, self.expert_noise)
+            w.send("reset", task_id, seed, expert, self.expert_noise, self.expert_noise_phases)
         starts = [w.recv() for w in workers]
         obs = [s["obs"] for s in starts]
         instructions = [s["instruction"] for s in starts]

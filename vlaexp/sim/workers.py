@@ -45,10 +45,16 @@ class _EnvSlot:
         self.use_expert = False
         self.obs: dict[str, Any] | None = None
         self.expert_noise = 0.0
+        self.noise_phases: frozenset[str] | None = None
         self.noise_rng: np.random.Generator | None = None
 
     def reset(
-        self, task_id: int, seed: int, use_expert: bool, expert_noise: float = 0.0
+        self,
+        task_id: int,
+        seed: int,
+        use_expert: bool,
+        expert_noise: float = 0.0,
+        noise_phases: list[str] | None = None,
     ) -> dict[str, Any]:
         if self.env is None or self.env.task_id != task_id:
             self.close()
@@ -61,10 +67,12 @@ class _EnvSlot:
         if self.expert is not None:
             self.expert.reset()
         # DART (Laskey et al., 2017): the env executes the expert's action plus Gaussian noise
-        # on the pose dimensions, while the episode records the expert's own action; the
+        # on the translation, while the episode records the expert's own action; the
         # closed-loop expert corrects the drift, so the demos show recoveries from states a
         # learned policy's small errors lead to. Seeded by the episode seed: same dataset.
+        # ``noise_phases`` limits it to those phases of the expert (None: all of them).
         self.expert_noise = float(expert_noise) if use_expert else 0.0
+        self.noise_phases = None if noise_phases is None else frozenset(noise_phases)
         self.noise_rng = np.random.default_rng([seed, 0xDA27]) if self.expert_noise else None
         return {
             "obs": self.obs,
@@ -77,7 +85,8 @@ class _EnvSlot:
         executed = action
         if action is None:  # scripted expert acts from privileged state, here in the worker
             action = executed = self.expert.act(self.obs)
-            if self.noise_rng is not None:
+            noisy = self.noise_phases is None or self.expert.phase in self.noise_phases
+            if self.noise_rng is not None and noisy:
                 executed = np.array(action, dtype=np.float32)
                 executed[:NOISY_DIMS] += self.noise_rng.normal(0.0, self.expert_noise, NOISY_DIMS)
         result = self.env.step(np.asarray(executed, dtype=np.float32))

@@ -50,6 +50,7 @@ class TabletopExpert(Expert):
         self._current: Iterator[Command] | None = None
         self._steps = 0
         self._grip = OPEN
+        self.phase = ""
         self._frozen = False
         self._noise_rng: np.random.Generator | None = None
         # Where the drawn fault strikes: skill index, carry fraction, phase name.
@@ -91,6 +92,7 @@ class TabletopExpert(Expert):
         self._current = None
         self._steps = 0
         self._grip = OPEN
+        self.phase = ""
         self._frozen = False
 
     def info(self) -> dict[str, Any]:
@@ -115,6 +117,7 @@ class TabletopExpert(Expert):
             self.fault_step = self._steps
             self._current = chain(hold(self.env, OPEN, 4, "early_release"), retreat(self.env, OPEN))
             cmd = self._next_command()
+        self.phase = "" if cmd is None else cmd.phase
         if cmd is None:
             action = np.zeros(ACTION_DIM, dtype=np.float32)
             action[6] = self._grip
