@@ -149,6 +149,19 @@ def test_collect_in_worker_processes_writes_the_same_dataset_as_in_process(
         return float(np.median(np.abs(moved)))
 
     assert tracking_error(a) < 1e-3 < 2e-3 < tracking_error(dart)
+    # a phase the expert does not have is an error, not a dataset silently without noise
+    with pytest.raises(ValueError, match=r"\['carrry'\] are not phases.*'lower'"):
+        collect_demonstrations(
+            spec,
+            tmp_path / "typo",
+            "test/w",
+            cams,
+            1,
+            task_ids=[0],
+            use_videos=False,
+            action_noise=0.1,
+            action_noise_phases=["approach", "carrry"],
+        )
     with pytest.raises(ValueError, match="SuiteSpec"):
         from vlaexp.sim.factory import make_task_suite
 

@@ -10,7 +10,7 @@ from vlaexp.sim.tabletop import fixtures as fx
 from vlaexp.sim.tabletop import predicates as pr
 from vlaexp.sim.tabletop.evaluate_experts import make_suite, run_episode
 from vlaexp.sim.tabletop.expert import TabletopExpert
-from vlaexp.sim.tabletop.skills import MIN_HOLD, fingers_done
+from vlaexp.sim.tabletop.skills import MIN_HOLD, PHASES, fingers_done
 from vlaexp.sim.tabletop.tasks import OTHER, RED, SUITES, TARGET
 
 
@@ -20,6 +20,15 @@ def episode(suite: str, task_id: int, seed_index: int = 0, **faults):
     s.perturbation = PerturbationConfig(**faults)
     env = s.make_env(task_id, render=False)
     expert = s.make_expert(env)
+    expert.phases_seen = set()  # every phase its actions served (DART noise is chosen by phase)
+    act = expert.act
+
+    def act_noting_the_phase(obs):
+        action = act(obs)
+        expert.phases_seen.add(expert.phase)
+        return action
+
+    expert.act = act_noting_the_phase
     result = run_episode(env, expert, s.eval_seeds(task_id)[seed_index])
     return env, expert, result
 
@@ -32,6 +41,9 @@ def test_expert_solves_every_task_on_its_first_seed(suite, task_id):
     env.close()
     assert result["success"] and expert.fault == "none"
     assert result["steps"] < make_suite(suite).max_steps * 0.6  # comfortably inside the horizon
+    # the phases it reports are the declared ones (action_noise_phases is checked against them)
+    assert expert.phases_seen and expert.phases_seen - {""} <= set(PHASES)
+    assert make_suite(suite).expert_phases == PHASES
 
 
 @pytest.mark.parametrize("suite", list(SUITES))

@@ -16,7 +16,7 @@ class CollectConfig:
     use_videos: bool = True  # mp4 per camera (compact) instead of PNG frames
     keep_failures: bool = True  # failed episodes are kept and flagged `success=False`
     # DART noise: std (action units, 1 = 5 cm / 0.5 rad a step) of Gaussian noise added to the
-    # pose part of the actions the env executes; the dataset records the expert's own action,
+    # translation (x, y, z) the env executes; the dataset records the expert's own action,
     # so the demos include its corrections of the drift. 0 = the expert's plain actions.
     action_noise: float = 0.0
     # The expert's phases the noise applies in (None: all). Noise in a phase that ends when a

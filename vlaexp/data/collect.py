@@ -125,7 +125,7 @@ def collect_demonstrations(
     while this process writes them in seed order as they finish, so the dataset is the
     same whatever ``n_workers`` is. Returns a summary: episodes written, successes,
     per-task expert success rate. ``action_noise`` > 0 records DART demonstrations: the env
-    executes the expert's actions plus that much Gaussian noise on the pose dimensions, the
+    executes the expert's actions plus that much Gaussian noise on the translation, the
     dataset keeps the expert's own (corrective) actions; ``action_noise_phases`` limits the
     noise to those phases of the expert (None: all).
     """
@@ -142,6 +142,13 @@ def collect_demonstrations(
         raise ValueError(
             f"data.collect.task_ids {unknown} not in suite '{built.name}' (valid: {built.task_ids})"
         )
+    if action_noise_phases is not None and built.expert_phases:
+        unknown = sorted(set(action_noise_phases) - set(built.expert_phases))
+        if unknown:
+            raise ValueError(
+                f"data.collect.action_noise_phases {unknown} are not phases of the "
+                f"'{built.name}' expert (valid: {list(built.expert_phases)})"
+            )
     recorder = EpisodeRecorder(root, repo_id, built.fps, cameras, built.resolution, use_videos)
     perturbation = dataclasses.asdict(built.perturbation) if hasattr(built, "perturbation") else {}
     per_task: dict[int, list[bool]] = {t: [] for t in task_ids}

@@ -105,6 +105,9 @@ class Expert(ABC):
 class TaskSuite(ABC):
     """A benchmark suite: tasks, horizons, cameras, instruction text and (maybe) experts."""
 
+    # names the scripted expert's `phase` takes; empty: not declared (nothing to check against)
+    expert_phases: tuple[str, ...] = ()
+
     name: str
     max_steps: int
     fps: int = 20

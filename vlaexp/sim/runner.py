@@ -68,7 +68,7 @@ class SimRunner:
         episode_sink: called with each finished episode (observations kept) and its row as
             it completes, instead of holding every episode in memory (recording demos).
         expert_noise: with the scripted expert, the std of Gaussian noise (action units) added
-            to the pose dimensions of the actions the env executes, while the episodes keep
+            to the translation (x, y, z) of the actions the env executes, while the episodes keep
             the expert's own actions (DART demonstrations); 0 = none.
         expert_noise_phases: the expert's phases that noise applies in (None: all).
     """

@@ -46,6 +46,27 @@ class Command:
     progress: float = 0.0
 
 
+# Every phase name a Command carries (the expert's `phase`; `data.collect.action_noise_phases`
+# is checked against it)
+PHASES = (
+    "approach",
+    "descend",
+    "grasp",
+    "lift",
+    "carry",
+    "lower",
+    "release",
+    "regrasp",
+    "retreat",
+    "back_off",
+    "push",
+    "pull",
+    "press",
+    "turn",
+    "early_release",
+)
+
+
 class Skill(Protocol):
     holds_object: bool  # has a phase where letting go spoils the skill (early-release target)
     freeze_phases: tuple[str, ...]  # phases at whose start freezing leaves the goal unmet

@@ -19,6 +19,7 @@ from vlaexp.errors import ConfigError, unknown_choice
 from vlaexp.sim.base import CAMERA_NAMES, Expert, SimEnv, TaskSuite
 from vlaexp.sim.tabletop.env import TabletopEnv, check_resolution, control_substeps
 from vlaexp.sim.tabletop.expert import TabletopExpert
+from vlaexp.sim.tabletop.skills import PHASES
 from vlaexp.sim.tabletop.tasks import SUITE_NAMES, SUITES, TaskSpec
 
 
@@ -40,6 +41,8 @@ def _perturbation(value: PerturbationConfig | Mapping[str, Any] | None) -> Pertu
 
 class TabletopSuite(TaskSuite):
     """Ten tasks of one type (``spatial | object | goal | long``) in the MuJoCo tabletop."""
+
+    expert_phases = PHASES
 
     def __init__(
         self,
