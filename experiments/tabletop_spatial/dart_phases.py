@@ -39,7 +39,7 @@ def main() -> None:
                 for _ in range(horizon):
                     worker.send("step", None)
                     result = worker.recv()
-                    steps[worker._slot.expert.phase] += 1
+                    steps[result["phase"]] += 1
                     if result["terminated"]:
                         successes += 1
                         break

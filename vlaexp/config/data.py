@@ -17,7 +17,8 @@ class CollectConfig:
     keep_failures: bool = True  # failed episodes are kept and flagged `success=False`
     # DART noise: std (action units, 1 = 5 cm / 0.5 rad a step) of Gaussian noise added to the
     # translation (x, y, z) the env executes; the dataset records the expert's own action,
-    # so the demos include its corrections of the drift. 0 = the expert's plain actions.
+    # so the demos include its corrections of the drift. 0 = the expert's plain actions. (Not
+    # task_suite.perturbation.action_noise: that one jitters the recorded actions themselves.)
     action_noise: float = 0.0
     # The expert's phases the noise applies in (None: all). Noise in a phase that ends when a
     # tolerance is met and the gripper then acts (tabletop: descend -> close, lower -> open)

@@ -20,7 +20,10 @@ class PerturbationConfig:
     lighting: float = 0.0  # relative jitter of light intensity and direction, 0 = off
     camera_jitter: float = 0.0  # agentview pose noise: metres (position) and radians (angles)
     distractors: int = 0  # extra objects placed where they do not block the task
-    action_noise: float = 0.0  # std of Gaussian noise added to expert actions
+    # std of Gaussian noise added to the expert's actions, executed AND recorded (a faulty
+    # expert: jittery demos); not data.collect.action_noise, which perturbs only what the env
+    # executes and records the expert's clean corrections (DART)
+    action_noise: float = 0.0
     early_release: bool = False  # expert opens the gripper while carrying
     wrong_target: bool = False  # expert manipulates another object / place than asked
     freeze: bool = False  # expert stops moving part-way through

@@ -82,8 +82,8 @@ class _EnvSlot:
 
     def step(self, action: np.ndarray | None) -> dict[str, Any]:
         assert self.env is not None and self.obs is not None
-        executed = action
-        if action is None:  # scripted expert acts from privileged state, here in the worker
+        executed, expert_acts = action, action is None
+        if expert_acts:  # scripted expert acts from privileged state, here in the worker
             action = executed = self.expert.act(self.obs)
             noisy = self.noise_phases is None or self.expert.phase in self.noise_phases
             if self.noise_rng is not None and noisy:
@@ -98,6 +98,8 @@ class _EnvSlot:
             "truncated": result.truncated,
             "info": result.info,
             "action": np.asarray(action, dtype=np.float32),
+            # what the scripted expert's action served (None when a policy acts)
+            "phase": self.expert.phase if expert_acts else None,
         }
 
     def failure_mode(self) -> str:
