@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from vlaexp.config.compose import compose_config
 from vlaexp.sim.actors import RandomPolicy, ScriptedExpert
@@ -122,6 +124,42 @@ def test_random_policy_fails_with_named_failure_modes_and_is_reset_every_episode
     assert all(r["failure_mode"] in FAILURE_MODES for r in info["per_episode"])
     assert all(r["steps"] == 40 for r in info["per_episode"])
     assert policy.resets == 2  # one batch per episode with one env
+
+
+class TorchNoisePolicy:
+    """Acts with noise drawn from torch's global generator, as Pi0's sampler draws its
+    flow-matching noise."""
+
+    def reset(self) -> None:
+        """Nothing to forget between episodes."""
+
+    def act_batch(self, observations: list[dict[str, Any]], instructions: list[str]) -> np.ndarray:
+        return (torch.rand(len(observations), 7) * 2 - 1).numpy()
+
+
+def test_policy_noise_is_seeded_by_the_episodes_and_the_callers_generator_kept() -> None:
+    """Same seeds -> same rollouts whatever torch's generator held before (as after a
+    training run vs alone from disk); other seeds -> other noise; the caller's state kept."""
+
+    def rollouts(seeds: dict[int, list[int]]) -> list[np.ndarray]:
+        runner = SimRunner(
+            spec(), None, task_ids=[0], seeds=seeds, n_videos=0, max_steps=6,
+            n_envs=1, keep_episodes=True,
+        )  # fmt: skip
+        before = torch.get_rng_state()
+        runner.run(TorchNoisePolicy())
+        assert torch.equal(torch.get_rng_state(), before)
+        return [np.stack(ep.actions) for ep in runner.episodes]
+
+    torch.manual_seed(1)
+    first = rollouts({0: [11, 12]})
+    torch.manual_seed(2)
+    torch.rand(1000)
+    again = rollouts({0: [11, 12]})
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not np.allclose(first[0], first[1])  # each episode its own noise
+    other = rollouts({0: [13, 12]})
+    assert not np.allclose(first[0], other[0])
 
 
 def test_unknown_task_id_lists_the_valid_ones(tmp_path: Path) -> None:
