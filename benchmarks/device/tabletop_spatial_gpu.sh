@@ -17,6 +17,11 @@
 # DECAY_<policy> the length of its cosine schedule over all calls (default: the max steps), so
 # that a run spread over calls stops each call at a checkpoint and ends its schedule in the last:
 #   MAX_STEPS_pi05_small=3000 DECAY_pi05_small=11000 ...   (then 8500, then 11000)
+# DETACH=1 runs the jobs across calls (see launch() below): three calls of one machine, issued
+# back to back with the same arguments, trained both policies to 8,000 steps, evaluated them
+# and ran the RND stages (attempt 10):
+#   DETACH=1 MAX_STEPS_pi05_small=8000 MAX_STEPS_pi0_small=8000 CALL_S=588 EXTRA="..." \
+#     bash benchmarks/device/tabletop_spatial_gpu.sh "[0,1]" 00:02:00:00 99999
 # The RND stages after evaluation:
 #   EXTRA_pi0_small="stages=[collect,train,eval,rnd_collect,rnd_train,rnd_score,rnd_detect,rnd_visualize,report]"
 # (rnd_detect before rnd_visualize: without PyAV here the overlay mp4 is off, rnd.visualize.video=false)
@@ -35,28 +40,68 @@ WORKERS=${WORKERS:-$(( $(nproc) > 16 ? $(nproc) - 4 : 12 ))}
 # EXTRA goes in too (before stages=[collect], which wins): overrides of the data, e.g.
 # data.collect.action_noise, change the dataset's cache key, and the training jobs must find
 # the dataset recorded here instead of recording it again with fewer workers each
-timeout $COLLECT_S python3 -m vlaexp $COMMON $EXTRA "stages=[collect]" data.collect.n_workers=$WORKERS 2>&1 | grep -E "expert successes|Built|rror"
-echo "install + collect done after $(( $(date +%s) - S )) s"
+# DETACH=1: the jobs run in their own process session (setsid), which outlives the call on a
+# warm machine (device README), so one run spans several calls without a restart's ~100 s of
+# setup (model build, preload, compile) in each: the first call records and launches, a later
+# call with the same arguments (issued at once) finds them and watches until they end or the
+# call's time is up, relaunching (resume=true) any that died without finishing. They run from a
+# copy of the tree (/tmp/src), untouched by the next call's copy. Then MAX_STEPS is the run's end.
+launch() {  # policy, how: "timeout" (ends with the call) or "detach"
+  local p=$1 RESUME=false MINE=EXTRA_$1 STEPS=MAX_STEPS_$1 DECAY=DECAY_$1
+  test -e $R/$p/checkpoints/last && RESUME=true
+  # a run killed before its first checkpoint has nothing to resume: start it again
+  $RESUME || rm -rf $R/$p
+  local CMD="python3 -m vlaexp $COMMON policy=$p hydra.run.dir=$R/$p resume=$RESUME trainer.max_time=$MAX_TIME
+    trainer.max_steps=${!STEPS:-$MAX_STEPS} policy.scheduler.decay_steps=${!DECAY:-${!STEPS:-$MAX_STEPS}} $EXTRA ${!MINE:-}"
+  if test $2 = detach; then
+    rm -f $R/$p.rc
+    # the command goes in as arguments, split as in the timeout branch (never re-parsed by a
+    # shell: the overrides hold braces and brackets); its exit status lands in <policy>.rc
+    (cd $SRC && PYTHONPATH=/tmp/site:$SRC setsid nohup bash -c 'f=$1; shift; "$@"; echo $? > $f' _ \
+      $R/$p.rc $CMD >> $R/$p.log 2>&1 < /dev/null &)
+  else
+    timeout -s KILL $KILL_S $CMD >> $R/$p.log 2>&1 &
+  fi
+}
+running() { pgrep -f "hydra.run.dir=$R/$1 " > /dev/null; }
+# one GPU per job where the machine has as many (nvidia-h100-x2: Pi0.5 and Pi0 side by side,
+# each alone on its card), else all on GPU 0
+NGPU=$(nvidia-smi -L | wc -l)
+if test "${DETACH:-0}" = 1 && test -e $R/launched; then
+  echo "watching the jobs launched $(( S - $(stat -c %Y $R/launched) )) s ago"
+else
+  timeout $COLLECT_S python3 -m vlaexp $COMMON $EXTRA "stages=[collect]" data.collect.n_workers=$WORKERS 2>&1 | grep -E "expert successes|Built|rror"
+  echo "install + collect done after $(( $(date +%s) - S )) s"
+fi
 # No periodic all-thread stack dumps (faulthandler.dump_traceback_later): in attempts 3 and 4
 # both jobs segfaulted while a dump was being written, the last dump cut off mid-frame.
 # the kill limit counts from here, but the call's 600 s count from its start: collect's time
 # comes off it (CALL_S, default 590 s, is what the whole call may take)
 LEFT=$(( ${CALL_S:-590} - ($(date +%s) - S) )); test $KILL_S -gt $LEFT && KILL_S=$LEFT
 echo "training jobs get $KILL_S s"
-# one GPU per job where the machine has as many (nvidia-h100-x2: Pi0.5 and Pi0 side by side,
-# each alone on its card), else all on GPU 0
-NGPU=$(nvidia-smi -L | wc -l); i=0
-for p in $POLICIES; do
-  export CUDA_VISIBLE_DEVICES=$(( i % NGPU )); i=$(( i + 1 ))
-  RESUME=false; test -e $R/$p/checkpoints/last && RESUME=true
-  # a run killed before its first checkpoint has nothing to resume: start it again
-  $RESUME || rm -rf $R/$p
-  MINE=EXTRA_$p
-  STEPS=MAX_STEPS_$p DECAY=DECAY_$p
-  timeout -s KILL $KILL_S python3 -m vlaexp $COMMON policy=$p hydra.run.dir=$R/$p \
-    resume=$RESUME trainer.max_time=$MAX_TIME trainer.max_steps=${!STEPS:-$MAX_STEPS} \
-    policy.scheduler.decay_steps=${!DECAY:-${!STEPS:-$MAX_STEPS}} $EXTRA ${!MINE:-} >> $R/$p.log 2>&1 &
-done; wait; unset CUDA_VISIBLE_DEVICES
+i=0
+if test "${DETACH:-0}" = 1; then
+  SRC=/tmp/src; test -d $SRC || cp -r "$PWD" $SRC
+  for p in $POLICIES; do
+    export CUDA_VISIBLE_DEVICES=$(( i % NGPU )); i=$(( i + 1 ))
+    test -e $R/$p.rc || running $p || { echo "launching $p"; launch $p detach; }
+  done; test -e $R/launched || touch $R/launched
+  END=$(( $(date +%s) + KILL_S )); N=0
+  while test $(date +%s) -lt $END; do
+    DONE=1; for p in $POLICIES; do test -e $R/$p.rc || DONE=0; done; test $DONE = 1 && break
+    sleep 10; N=$(( N + 1 ))
+    test $(( N % 6 )) = 0 && for p in $POLICIES; do  # every minute: where each job is
+      echo "$(( $(date +%s) - S )) s $p: step $(awk -F, 'NR==1{for(i=1;i<=NF;i++) if($i=="step") c=i} END{print $c}' \
+        $R/$p/csv/metrics.csv 2>/dev/null) rc=$(cat $R/$p.rc 2>/dev/null)"
+    done
+  done
+else
+  for p in $POLICIES; do
+    export CUDA_VISIBLE_DEVICES=$(( i % NGPU )); i=$(( i + 1 ))
+    launch $p timeout
+  done; wait
+fi
+unset CUDA_VISIBLE_DEVICES
 echo "train+eval done after $(( $(date +%s) - S )) s"
 # what comes back: one tar.gz per policy ($OUT returns at most 8 files): its log, metrics,
 # eval_info.json and, when the RND stages ran, their scores summary, detection and plots
@@ -71,6 +116,19 @@ for p in $POLICIES; do
     mkdir -p $B/uncertainty && cp $R/$p/uncertainty/*.json $R/$p/uncertainty/*.md $B/uncertainty/ 2>/dev/null
     cp -r $R/$p/uncertainty/verification $B/uncertainty/ 2>/dev/null
     find $B/uncertainty -name 'timestep_*' ! -name 'timestep_0[04]0_*' -delete
+    # the per-episode scores without their 16x16 maps (~2 KB a step with them): detection can
+    # then be rerun here (rnd.scores_dir=<returned>/uncertainty/scores), other windows and q
+    python3 - $R/$p/uncertainty $B/uncertainty/scores <<'PY'
+import pathlib, sys, torch
+src, dst = map(pathlib.Path, sys.argv[1:])
+for f in src.glob("**/episode_*_uncertainty.pt"):
+    d = torch.load(f, weights_only=False)
+    for step in d["rollout_steps"]:
+        step["uncertainty"].pop("spatial_maps", None)
+    out = dst / f.relative_to(src)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(d, out)
+PY
     cat $R/$p/uncertainty/detection.md 2>/dev/null
   fi
   tar -czf $OUT/$p.tar.gz -C /tmp/back $p
