@@ -230,7 +230,10 @@ def test_detect_calibrates_on_calib_selects_on_val_reports_on_test(tmp_path: Pat
     from vlaexp.uncertainty import stages
 
     _plant(tmp_path / "run" / "uncertainty", 10, np.random.default_rng(0))
-    ctx = RunContext(cfg=_cfg(tmp_path, "rnd.detect.windows=[1,3]"), run_dir=tmp_path / "run")
+    ctx = RunContext(
+        cfg=_cfg(tmp_path, "rnd.detect.windows=[1,3]", "rnd.detect.qs=[0.8,0.9]"),
+        run_dir=tmp_path / "run",
+    )
     stages.detect_stage(ctx)
     det = json.loads((tmp_path / "run" / "uncertainty" / "detection.json").read_text())
     assert det["splits"]["calib"] == {"episodes": 10, "successes": 10}
@@ -248,10 +251,15 @@ def test_detect_calibrates_on_calib_selects_on_val_reports_on_test(tmp_path: Pat
     tv = det["kinds"]["time_varying"]["test"]
     assert tv["TPR"] == 1.0 and tv["AUROC"] == 1.0 and tv["TNR"] < m["TNR"]
     assert ctx.metrics["rnd/auroc"] == 1.0 and ctx.metrics["rnd/constant/TPR"] == 1.0
-    assert (
-        "| constant (all test, n=10) |"
-        in (tmp_path / "run" / "uncertainty" / "detection.md").read_text()
-    )
+    md = (tmp_path / "run" / "uncertainty" / "detection.md").read_text()
+    assert "| constant (all test, n=10) |" in md
+    # also at the fixed q a target is stated at (rnd.detect.report_q, 0.95), outside the
+    # searched grid: 10 calibration successes cannot place a level-0.95 threshold (it needs
+    # 19), so there it raises no alarm at all
+    fixed = r["at_report_q"]
+    assert r["q"] in (0.8, 0.9) and fixed["q"] == 0.95 and fixed["window"] in (1, 3)
+    assert fixed["test"]["TPR"] == 0.0 and fixed["test"]["TNR"] == 1.0
+    assert "| constant at fixed q (all test, n=10) | " in md
 
 
 def test_offline_scoring_of_recorded_episodes(scored, demos: Path, tmp_path: Path) -> None:

@@ -414,7 +414,8 @@ def _episodes_by_split(ctx: RunContext) -> dict[str, list[dict[str, Any]]]:
 def detect_stage(ctx: RunContext) -> None:
     """Conformal alarms and detection metrics: thresholds calibrated on the successful
     calibration rollouts, window and quantile chosen on the validation rollouts, metrics
-    reported on the test rollouts only (``uncertainty/detection.json`` and ``.md``)."""
+    reported on the test rollouts only (``uncertainty/detection.json`` and ``.md``); also at
+    the fixed ``rnd.detect.report_q`` (window chosen on validation), under ``at_report_q``."""
     from vlaexp.uncertainty.detect import (
         calibrate,
         detection_metrics,
@@ -447,13 +448,15 @@ def detect_stage(ctx: RunContext) -> None:
     val = splits["val"]
     test = splits["test"]
     results: dict[str, Any] = {"score": d.score, "splits": counts, "kinds": {}}
-    for kind in d.kinds:
+
+    def report(kind: str, qs: list[float]) -> dict[str, Any]:
+        """Window (and q among ``qs``) chosen on validation, calibrated, measured on test."""
         (window, q), table = select_window_and_q(
             calib,
             [e["scores"] for e in val],
             [bool(e["success"]) for e in val],
             list(d.windows),
-            list(d.qs),
+            qs,
             kind,
             metric=d.metric,
         )
@@ -471,7 +474,7 @@ def detect_stage(ctx: RunContext) -> None:
                     **detection_metrics(s_, ok_, thr),
                     "AUROC": episode_auroc(s_, ok_, window),
                 }
-        results["kinds"][kind] = {
+        return {
             "window": window,
             "q": q,
             "threshold": thr.to_dict(),
@@ -489,8 +492,16 @@ def detect_stage(ctx: RunContext) -> None:
                 for e in test
             ],
         }
+
+    for kind in d.kinds:
+        r = results["kinds"][kind] = report(kind, list(d.qs))
+        if d.report_q is not None:
+            fixed = report(kind, [float(d.report_q)])
+            r["at_report_q"] = {
+                k: fixed[k] for k in ("window", "q", "threshold", "test", "test_subsets")
+            }
         ctx.log_metrics(
-            {f"rnd/{kind}/{k}": float(v) for k, v in metrics.items() if not k.startswith("n_")}
+            {f"rnd/{kind}/{k}": float(v) for k, v in r["test"].items() if not k.startswith("n_")}
         )
     first = results["kinds"][d.kinds[0]]["test"]
     ctx.log_metrics({"rnd/auroc": float(first["AUROC"])})
@@ -513,11 +524,15 @@ def detection_markdown(results: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     keys = ("TPR", "TNR", "accuracy", "balanced_accuracy", "detection_time", "TWA", "AUROC")
-    for kind, r in results["kinds"].items():
-        for label, m in [("all test", r["test"]), *r.get("test_subsets", {}).items()]:
-            cells = [f"{m[k]:.3f}" for k in keys]
-            head = f"| {kind} ({label}, n={m['n_episodes']}) | {r['window']} | {r['q']} | "
-            rows.append(head + " | ".join(cells) + " |")
+    for kind, chosen in results["kinds"].items():
+        # the q chosen on validation, then the fixed q a target is stated at
+        for name, r in ((kind, chosen), (f"{kind} at fixed q", chosen.get("at_report_q"))):
+            if r is None:
+                continue
+            for label, m in [("all test", r["test"]), *r.get("test_subsets", {}).items()]:
+                cells = [f"{m[k]:.3f}" for k in keys]
+                head = f"| {name} ({label}, n={m['n_episodes']}) | {r['window']} | {r['q']} | "
+                rows.append(head + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
 
 
