@@ -103,6 +103,27 @@ else
 fi
 unset CUDA_VISIBLE_DEVICES
 echo "train+eval done after $(( $(date +%s) - S )) s"
+# ALONE=1: a policy whose job has ended is evaluated again from its checkpoint in a fresh
+# process, as saved and with compile and CUDA graphs off in a copy of its config.json
+# (evaluation builds the policy from the checkpoint's config): does a checkpoint score the
+# same in its training run and alone? (attempt 10's Pi0: task 1 43/50 in its run, 26/50
+# alone on the H200, with unseeded sampling.) Each variant once per machine, as time allows.
+if test "${ALONE:-0}" = 1; then
+  for p in $POLICIES; do
+    test -e $R/$p.rc || continue
+    for v in saved eager; do
+      RUN=$R/${p}_alone_$v; test -e $RUN/eval/eval_info.json && continue
+      LEFT=$(( ${CALL_S:-590} - ($(date +%s) - S) - 20 )); test $LEFT -lt 60 && break 2
+      PM=$R/$p/checkpoints/last/pretrained_model
+      if test $v = eager; then
+        rm -rf $R/${p}_pm_eager && cp -rL $PM $R/${p}_pm_eager && PM=$R/${p}_pm_eager
+        python3 -c "import json, sys; f = sys.argv[1]; c = json.load(open(f)); c.update(compile=False, cuda_graphs=False); json.dump(c, open(f, 'w'))" $PM/config.json
+      fi
+      timeout $LEFT python3 -m vlaexp $COMMON policy=$p "stages=[eval]" policy.path=$PM hydra.run.dir=$RUN >> $R/${p}_alone.log 2>&1
+      echo "$p alone ($v): $(python3 -c "import json; d = json.load(open('$RUN/eval/eval_info.json')); print(d['aggregated']['pc_success'], d['per_task'])" 2>&1 | tail -1)"
+    done
+  done
+fi
 # what comes back: one tar.gz per policy ($OUT returns at most 8 files): its log, metrics,
 # eval_info.json and, when the RND stages ran, their scores summary, detection and plots
 for p in $POLICIES; do
@@ -111,6 +132,7 @@ for p in $POLICIES; do
   cp $R/$p/eval/eval_info.json $B/${p}_eval_info.json && python3 -c \
     "import json; d=json.load(open('$B/${p}_eval_info.json')); print('$p', d['aggregated'], d['per_task'], d['failure_modes'])"
   grep -aoE "val/loss: [0-9.]+" $R/$p.log | tail -1
+  for v in saved eager; do cp $R/${p}_alone_$v/eval/eval_info.json $B/${p}_alone_${v}_eval_info.json 2>/dev/null; done
   tail -c 1500 $R/$p.log | grep -av Warning
   if test -d $R/$p/uncertainty; then  # the RND stages ran: scores summary, detection, plots
     mkdir -p $B/uncertainty && cp $R/$p/uncertainty/*.json $R/$p/uncertainty/*.md $B/uncertainty/ 2>/dev/null
