@@ -272,7 +272,7 @@ def test_a_checkpoint_acts_the_same_in_its_training_run_and_evaluated_alone(
     """The evaluation stage after training and ``stages=[eval]`` from the saved checkpoint in a
     fresh process take the same actions on the same seeds: the policy's sampling noise is
     seeded by the episodes, not left to whatever the process drew before (unseeded, they
-    differed by up to 3 action units here, and one Pi0 checkpoint scored 82% vs 66%)."""
+    differed by up to 3 action units here)."""
     import numpy as np
     import pandas as pd
 

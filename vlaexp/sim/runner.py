@@ -10,8 +10,8 @@ A learned policy's own randomness (the flow-matching noise it samples from torch
 is seeded too, from the seeds of the episodes that run together, inside a forked generator
 state: the same checkpoint on the same seeds and ``n_envs`` gives the same rollouts whether
 it runs right after training or alone from disk, and the caller's generator is left as it
-was. (Unseeded, one Pi0 checkpoint scored 82% in its training run and 66% alone on the same
-25 seeds per task: the sampling noise decided the outcome of many episodes.)
+was. (Unseeded, the two could not be told apart from noise: one Pi0 checkpoint scored 82% in
+its training run and 66% alone on the same 25 seeds per task.)
 """
 
 from __future__ import annotations
