@@ -25,6 +25,14 @@
 # The RND stages after evaluation:
 #   EXTRA_pi0_small="stages=[collect,train,eval,rnd_collect,rnd_train,rnd_score,rnd_detect,rnd_visualize,report]"
 # (rnd_detect before rnd_visualize: without PyAV here the overlay mp4 is off, rnd.visualize.video=false)
+# Variants: a job named <policy>-<tag> (e.g. POLICIES="pi0_small pi0_small-d400") trains
+# <policy> in /tmp/runs/<policy>-<tag> with EXTRA, EXTRA_<policy>, EXTRA_<tag> and
+# EXTRA_<policy>_<tag> after one another (the last of a repeated override wins); jobs go round
+# robin over the GPUs (8 jobs on nvidia-h100-x4: two a card). The demos a tag's overrides ask
+# for are recorded first when the tag is in COLLECT_TAGS ("-" = EXTRA alone; the tags record
+# side by side, the cores shared), so that no training job records them itself:
+#   COLLECT_TAGS="- d400" EXTRA_d400="data.collect.episodes_per_task=400" \
+#     POLICIES="pi0_small pi05_small pi0_small-d400 pi05_small-d400" ...
 set -u -o pipefail
 TASKS=${1:-"[0,1]"} MAX_TIME=${2:-00:00:07:00} MAX_STEPS=${3:-16000}
 POLICIES=${POLICIES:-"pi05_small pi0_small"} KILL_S=${KILL_S:-560} EVAL_EPISODES=${EVAL_EPISODES:-20}
@@ -40,19 +48,26 @@ WORKERS=${WORKERS:-$(( $(nproc) > 16 ? $(nproc) - 4 : 12 ))}
 # EXTRA goes in too (before stages=[collect], which wins): overrides of the data, e.g.
 # data.collect.action_noise, change the dataset's cache key, and the training jobs must find
 # the dataset recorded here instead of recording it again with fewer workers each
+pol() { echo ${1%%-*}; }                                  # pi0_small-d400 -> pi0_small
+tag() { case $1 in *-*) echo ${1#*-};; *) echo -;; esac; }  # pi0_small-d400 -> d400
+# the overrides of job $1 beyond COMMON, in order (EXTRA, then the policy's, the tag's, the job's)
+overrides() {
+  local p=$(pol $1) t=$(tag $1); local MINE=EXTRA_$p TAGV=EXTRA_$t JOBV=EXTRA_${p}_$t
+  echo "$EXTRA ${!MINE:-}"; test $t = - || echo "${!TAGV:-} ${!JOBV:-}"
+}
 # DETACH=1: the jobs run in their own process session (setsid), which outlives the call on a
 # warm machine (device README), so one run spans several calls without a restart's ~100 s of
 # setup (model build, preload, compile) in each: the first call records and launches, a later
 # call with the same arguments (issued at once) finds them and watches until they end or the
 # call's time is up, relaunching (resume=true) any that died without finishing. They run from a
 # copy of the tree (/tmp/src), untouched by the next call's copy. Then MAX_STEPS is the run's end.
-launch() {  # policy, how: "timeout" (ends with the call) or "detach"
-  local p=$1 RESUME=false MINE=EXTRA_$1 STEPS=MAX_STEPS_$1 DECAY=DECAY_$1
+launch() {  # job (<policy> or <policy>-<tag>), how: "timeout" (ends with the call) or "detach"
+  local p=$1 RESUME=false STEPS=MAX_STEPS_$(pol $1) DECAY=DECAY_$(pol $1)
   test -e $R/$p/checkpoints/last && RESUME=true
   # a run killed before its first checkpoint has nothing to resume: start it again
   $RESUME || rm -rf $R/$p
-  local CMD="python3 -m vlaexp $COMMON policy=$p hydra.run.dir=$R/$p resume=$RESUME trainer.max_time=$MAX_TIME
-    trainer.max_steps=${!STEPS:-$MAX_STEPS} policy.scheduler.decay_steps=${!DECAY:-${!STEPS:-$MAX_STEPS}} $EXTRA ${!MINE:-}"
+  local CMD="python3 -m vlaexp $COMMON policy=$(pol $p) hydra.run.dir=$R/$p resume=$RESUME trainer.max_time=$MAX_TIME
+    trainer.max_steps=${!STEPS:-$MAX_STEPS} policy.scheduler.decay_steps=${!DECAY:-${!STEPS:-$MAX_STEPS}} $(overrides $p)"
   if test $2 = detach; then
     rm -f $R/$p.rc
     # the command goes in as arguments, split as in the timeout branch (never re-parsed by a
@@ -70,7 +85,14 @@ NGPU=$(nvidia-smi -L | wc -l)
 if test "${DETACH:-0}" = 1 && test -e $R/launched; then
   echo "watching the jobs launched $(( S - $(stat -c %Y $R/launched) )) s ago"
 else
-  timeout $COLLECT_S python3 -m vlaexp $COMMON $EXTRA "stages=[collect]" data.collect.n_workers=$WORKERS 2>&1 | grep -E "expert successes|Built|rror"
+  TAGS=${COLLECT_TAGS:--}; NT=$(echo $TAGS | wc -w)
+  for t in $TAGS; do
+    TAGV=EXTRA_$t; X=; test $t = - || X=${!TAGV:-}
+    # one thread per env process: attempt 11's three recordings side by side (60 env processes
+    # at OMP_NUM_THREADS=4 on 64 cores) made ~1.1 demos/s each, against ~2/s from 12 on 16 cores
+    OMP_NUM_THREADS=1 timeout $COLLECT_S python3 -m vlaexp $COMMON $EXTRA $X "stages=[collect]" data.collect.n_workers=$(( WORKERS / NT )) \
+      hydra.run.dir=$R/collect_$t 2>&1 | grep -E "expert successes|Built|rror" | sed "s/^/[$t] /" &
+  done; wait
   echo "install + collect done after $(( $(date +%s) - S )) s"
 fi
 # No periodic all-thread stack dumps (faulthandler.dump_traceback_later): in attempts 3 and 4
@@ -79,6 +101,40 @@ fi
 # comes off it (CALL_S, default 590 s, is what the whole call may take)
 LEFT=$(( ${CALL_S:-590} - ($(date +%s) - S) )); test $KILL_S -gt $LEFT && KILL_S=$LEFT
 echo "training jobs get $KILL_S s"
+# ALONE=1: a policy whose job has ended is evaluated again from its checkpoint in a fresh
+# process, as saved and with compile and CUDA graphs off in a copy of its config.json
+# (evaluation builds the policy from the checkpoint's config): does a checkpoint score the
+# same in its training run and alone? (attempt 10's Pi0: task 1 43/50 in its run, 26/50
+# alone on the H200, with unseeded sampling.) ALONE_VARIANTS (default "saved eager") may add
+# nas<N>: the saved config with n_action_steps=N (re-plan every N steps; inference only).
+# ALONE_JOBS (default: every job) limits which jobs. A job is evaluated as soon as it ends (the
+# others still training), on its training GPU, its variants one after another, once per
+# machine, as time allows.
+alone() {  # job, GPU
+  local p=$1 v RUN PM LEFT
+  for v in ${ALONE_VARIANTS:-saved eager}; do
+    RUN=$R/${p}_alone_$v; test -e $RUN/eval/eval_info.json && continue
+    LEFT=$(( ${CALL_S:-590} - ($(date +%s) - S) - 20 )); test $LEFT -lt 60 && return
+    PM=$R/$p/checkpoints/last/pretrained_model
+    if test $v != saved; then
+      rm -rf $R/${p}_pm_$v && cp -rL $PM $R/${p}_pm_$v && PM=$R/${p}_pm_$v
+      python3 -c "import json, sys; f, v = sys.argv[1:]; c = json.load(open(f))
+c.update(dict(compile=False, cuda_graphs=False) if v == 'eager' else dict(n_action_steps=int(v[3:])))
+json.dump(c, open(f, 'w'))" $PM/config.json $v
+    fi
+    CUDA_VISIBLE_DEVICES=$2 timeout $LEFT python3 -m vlaexp $COMMON policy=$(pol $p) "stages=[eval]" policy.path=$PM \
+      hydra.run.dir=$RUN >> $R/${p}_alone.log 2>&1
+    echo "$p alone ($v): $(python3 -c "import json; d = json.load(open('$RUN/eval/eval_info.json')); print(d['aggregated']['pc_success'], d['per_task'])" 2>&1 | tail -1)"
+  done
+}
+start_alone() {  # alone() in the background for each ended job not yet started in this call
+  test "${ALONE:-0}" = 1 || return 0
+  local i=0 p
+  for p in $POLICIES; do
+    i=$(( i + 1 )); test -e $R/$p.rc && ! test -e $R/$p.alone_$S || continue
+    case " ${ALONE_JOBS:-$POLICIES} " in *" $p "*) touch $R/$p.alone_$S; alone $p $(( (i - 1) % NGPU )) & ;; esac
+  done
+}
 i=0
 if test "${DETACH:-0}" = 1; then
   SRC=/tmp/src; test -d $SRC || cp -r "$PWD" $SRC
@@ -89,7 +145,7 @@ if test "${DETACH:-0}" = 1; then
   END=$(( $(date +%s) + KILL_S )); N=0
   while test $(date +%s) -lt $END; do
     DONE=1; for p in $POLICIES; do test -e $R/$p.rc || DONE=0; done; test $DONE = 1 && break
-    sleep 10; N=$(( N + 1 ))
+    sleep 10; N=$(( N + 1 )); start_alone
     test $(( N % 6 )) = 0 && for p in $POLICIES; do  # every minute: where each job is
       echo "$(( $(date +%s) - S )) s $p: step $(awk -F, 'NR==1{for(i=1;i<=NF;i++) if($i=="step") c=i} END{print $c}' \
         $R/$p/csv/metrics.csv 2>/dev/null) rc=$(cat $R/$p.rc 2>/dev/null)"
@@ -103,27 +159,7 @@ else
 fi
 unset CUDA_VISIBLE_DEVICES
 echo "train+eval done after $(( $(date +%s) - S )) s"
-# ALONE=1: a policy whose job has ended is evaluated again from its checkpoint in a fresh
-# process, as saved and with compile and CUDA graphs off in a copy of its config.json
-# (evaluation builds the policy from the checkpoint's config): does a checkpoint score the
-# same in its training run and alone? (attempt 10's Pi0: task 1 43/50 in its run, 26/50
-# alone on the H200, with unseeded sampling.) Each variant once per machine, as time allows.
-if test "${ALONE:-0}" = 1; then
-  for p in $POLICIES; do
-    test -e $R/$p.rc || continue
-    for v in saved eager; do
-      RUN=$R/${p}_alone_$v; test -e $RUN/eval/eval_info.json && continue
-      LEFT=$(( ${CALL_S:-590} - ($(date +%s) - S) - 20 )); test $LEFT -lt 60 && break 2
-      PM=$R/$p/checkpoints/last/pretrained_model
-      if test $v = eager; then
-        rm -rf $R/${p}_pm_eager && cp -rL $PM $R/${p}_pm_eager && PM=$R/${p}_pm_eager
-        python3 -c "import json, sys; f = sys.argv[1]; c = json.load(open(f)); c.update(compile=False, cuda_graphs=False); json.dump(c, open(f, 'w'))" $PM/config.json
-      fi
-      timeout $LEFT python3 -m vlaexp $COMMON policy=$p "stages=[eval]" policy.path=$PM hydra.run.dir=$RUN >> $R/${p}_alone.log 2>&1
-      echo "$p alone ($v): $(python3 -c "import json; d = json.load(open('$RUN/eval/eval_info.json')); print(d['aggregated']['pc_success'], d['per_task'])" 2>&1 | tail -1)"
-    done
-  done
-fi
+start_alone; wait  # the jobs that ended in this call's last seconds; then all of them
 # what comes back: one tar.gz per policy ($OUT returns at most 8 files): its log, metrics,
 # eval_info.json and, when the RND stages ran, their scores summary, detection and plots
 for p in $POLICIES; do
@@ -132,7 +168,7 @@ for p in $POLICIES; do
   cp $R/$p/eval/eval_info.json $B/${p}_eval_info.json && python3 -c \
     "import json; d=json.load(open('$B/${p}_eval_info.json')); print('$p', d['aggregated'], d['per_task'], d['failure_modes'])"
   grep -aoE "val/loss: [0-9.]+" $R/$p.log | tail -1
-  for v in saved eager; do cp $R/${p}_alone_$v/eval/eval_info.json $B/${p}_alone_${v}_eval_info.json 2>/dev/null; done
+  for v in ${ALONE_VARIANTS:-saved eager}; do cp $R/${p}_alone_$v/eval/eval_info.json $B/${p}_alone_${v}_eval_info.json 2>/dev/null; done
   tail -c 1500 $R/$p.log | grep -av Warning
   if test -d $R/$p/uncertainty; then  # the RND stages ran: scores summary, detection, plots
     mkdir -p $B/uncertainty && cp $R/$p/uncertainty/*.json $R/$p/uncertainty/*.md $B/uncertainty/ 2>/dev/null
