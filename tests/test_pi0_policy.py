@@ -176,6 +176,20 @@ def test_training_controls() -> None:
     assert lora_b.grad is not None and lora_b.grad.abs().sum() > 0
 
 
+def test_token_embedding_init_std_is_configurable_and_pretrained_weights_replace_it(
+    tmp_path: Path,
+) -> None:
+    torch_init = tiny("pi05_tiny", "policy.embedding_init_std=null").model.embed_tokens.weight
+    gemma_init = tiny("pi05_tiny").model.embed_tokens.weight  # the from-scratch Pi0.5s' 0.02
+    assert abs(torch_init.std().item() - 1.0) < 0.05  # torch's N(0, 1)
+    assert abs(gemma_init.std().item() - 0.02) < 0.002
+    assert abs(tiny("pi0_tiny").model.embed_tokens.weight.std().item() - 1.0) < 0.05
+    policy = tiny("pi05_tiny")
+    policy.save_pretrained(tmp_path / "pm")
+    reloaded = load_pretrained(tmp_path / "pm")
+    assert torch.equal(reloaded.model.embed_tokens.weight, policy.model.embed_tokens.weight)
+
+
 def test_gradient_checkpointing_gives_the_same_gradients() -> None:
     grads = []
     for ckpt in ("false", "true"):

@@ -162,6 +162,11 @@ class Pi0Config(PolicyConfig):
         default_factory=lambda: GemmaStackConfig(width=1024, mlp_dim=4096)
     )
     vocab_size: int = 257152
+    # From scratch only (pretrained weights replace it): the token embedding's init, N(0,
+    # std). None keeps torch's N(0, 1), which the prefix then multiplies by sqrt(width) (Gemma's
+    # convention for its trained table, whose rows are small); 0.02 is Gemma's
+    # initializer_range. Pi0.5 reads its state as number tokens of this table.
+    embedding_init_std: Any = None
     # Hub id or local dir (AutoTokenizer), or the name of a tokenizer bundled with vlaexp
     # (`tabletop`: a small BPE vocabulary of the offline suites, for tiny policies).
     tokenizer: str = "google/paligemma-3b-pt-224"

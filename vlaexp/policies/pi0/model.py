@@ -52,6 +52,8 @@ class Pi0Model(nn.Module):
         self.vision_tower = build_vision_tower(cfg.vision, cfg.image_size, cfg.attention)
         self.projector = nn.Linear(cfg.vision.width, cfg.vlm.width)
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.vlm.width)
+        if cfg.embedding_init_std is not None:
+            nn.init.normal_(self.embed_tokens.weight, std=float(cfg.embedding_init_std))
         self.vlm = GemmaStack(cfg.vlm)
         self.expert = GemmaStack(cfg.expert, cond_dim=ew if self.pi05 else None)
         check_compatible(self.vlm, self.expert)
