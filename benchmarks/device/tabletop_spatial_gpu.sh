@@ -89,7 +89,8 @@ else
   for t in $TAGS; do
     TAGV=EXTRA_$t; X=; test $t = - || X=${!TAGV:-}
     # one thread per env process: attempt 11's three recordings side by side (60 env processes
-    # at OMP_NUM_THREADS=4 on 64 cores) made ~1.1 demos/s each, against ~2/s from 12 on 16 cores
+    # at OMP_NUM_THREADS=4 on 64 cores) made ~1.1 demos/s each (150 in 132 s), against
+    # > 1.4/s from 12 on 16 cores in attempt 10 (300 in 212 s, install included); not measured since
     OMP_NUM_THREADS=1 timeout $COLLECT_S python3 -m vlaexp $COMMON $EXTRA $X "stages=[collect]" data.collect.n_workers=$(( WORKERS / NT )) \
       hydra.run.dir=$R/collect_$t 2>&1 | grep -E "expert successes|Built|rror" | sed "s/^/[$t] /" &
   done; wait
@@ -160,7 +161,7 @@ fi
 unset CUDA_VISIBLE_DEVICES
 echo "train+eval done after $(( $(date +%s) - S )) s"
 start_alone; wait  # the jobs that ended in this call's last seconds; then all of them
-# what comes back: one tar.gz per policy ($OUT returns at most 8 files): its log, metrics,
+# what comes back: one tar.gz per job ($OUT returns at most 8 files): its log, metrics,
 # eval_info.json and, when the RND stages ran, their scores summary, detection and plots
 for p in $POLICIES; do
   B=/tmp/back/$p; rm -rf $B; mkdir -p $B
