@@ -248,6 +248,28 @@ def test_bundled_tokenizer_is_rebuilt_identically_by_its_script() -> None:
     assert ids[0] == bundled.bos_token_id and bundled.unk_token_id not in ids
 
 
+def test_every_state_bin_is_one_token_wherever_it_stands_and_prompts_fit() -> None:
+    """The bundled tokenizer spells bin b as the same single token in each of the state's
+    positions (it once merged the last number with the ";" after it), and the longest tabletop
+    prompt with state and advantage indicator fits the Pi0.5 configs' tokenizer_max_length."""
+    from vlaexp.config.compose import compose_config
+    from vlaexp.policies.pi0.prompt import load_tokenizer
+    from vlaexp.sim.tabletop.tasks import SUITES
+
+    tok = load_tokenizer("tabletop")
+    task = "put the red cube in the bowl"
+    prefix = len(tok(f"Task: {task}, State:")["input_ids"])
+    for b in range(256):
+        ids = tok(pi05_prompt(task, np.full(8, b)))["input_ids"]
+        assert ids[prefix : prefix + 8] == tok.convert_tokens_to_ids([f"\u2581{b}"] * 8), b
+    instructions = {t.instruction for tasks in SUITES.values() for t in tasks}
+    longest = max(
+        len(tok(pi05_prompt(i, np.full(8, 255), "negative"))["input_ids"]) for i in instructions
+    )
+    for name in ("pi05_tiny", "pi05_small", "rvq_policy_tiny", "rvq_policy_small"):
+        assert longest <= compose_config([f"policy={name}"]).policy.tokenizer_max_length, name
+
+
 def test_unknown_tokenizer_names_the_setting_and_the_bundled_ones() -> None:
     from vlaexp.errors import VlaexpError
     from vlaexp.policies.pi0.prompt import load_tokenizer

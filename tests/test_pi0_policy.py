@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from vlaexp.config.compose import compose_config
-from vlaexp.errors import VlaexpError
+from vlaexp.errors import ConfigError, VlaexpError
 from vlaexp.policies.factory import load_pretrained, make_policy
 from vlaexp.policies.pi0.policy import Pi0Policy
 from vlaexp.training.trainer import build_trainer
@@ -317,6 +317,25 @@ def test_padded_vision_mlp_is_the_same_function_trains_the_same_and_saves_publis
     reloaded = load_pretrained(tmp_path / "pretrained_model")
     assert reloaded.config.vision.mlp_pad_multiple == 128
     torch.testing.assert_close(fixed_loss(reloaded, batch), fixed_loss(padded, batch))
+
+
+def test_pi05_without_discrete_state_input_has_pi0s_prompt_and_ignores_the_state() -> None:
+    """openpi's ``discrete_state_input=False`` (its pi05_libero recipe): no state anywhere."""
+    policy = tiny("pi05_tiny", "policy.discrete_state_input=false")
+    a, b = torch.zeros(2, 32), torch.full((2, 32), 0.7)
+    assert policy.prompts([TASK] * 2, a) == policy.prompts([TASK] * 2, b) == [f"{TASK}\n"] * 2
+    batch = make_batch(b=2)
+    noise = torch.randn(2, policy.config.chunk_size, policy.config.max_action_dim)
+    moved = dict(batch, **{"observation.state": batch["observation.state"] + 3.0})
+    policy.eval()
+    torch.testing.assert_close(
+        policy.predict_action_chunk(batch, noise=noise),
+        policy.predict_action_chunk(moved, noise=noise),
+    )
+    with_state = tiny("pi05_tiny")  # the default writes it: the same move changes the prompt
+    assert with_state.prompts([TASK], a[:1]) != with_state.prompts([TASK], b[:1])
+    with pytest.raises(ConfigError, match="discrete_state_input=true"):
+        tiny("pi05_tiny", "policy.discrete_state_input=false", "policy.advantage.enabled=true")
 
 
 def test_advantage_conditioning_prompts_dropout_and_guidance() -> None:

@@ -226,6 +226,9 @@ class AdvantageConditioningConfig:
 class Pi05Config(Pi0Config):
     type: str = "pi05"
     tokenizer_max_length: int = 200
+    # openpi's flag: the state discretized into the prompt (True, the published default), or no
+    # state at all (False: the prompt is Pi0's "<task>\n"; openpi's `pi05_libero` trains so)
+    discrete_state_input: bool = True
     advantage: AdvantageConditioningConfig = field(default_factory=AdvantageConditioningConfig)
     normalization: NormalizationConfig = field(
         default_factory=lambda: NormalizationConfig(state="quantile", action="quantile")

@@ -4,7 +4,8 @@
 
 Trains a BPE model with the ``tokenizers`` library on the instructions of every tabletop
 task, Pi0's and Pi0.5's prompt templates and the numbers 0..255; the training is
-deterministic, so the committed files can be checked against a rebuild.
+deterministic, so the committed files can be checked against a rebuild. Punctuation is split
+from words, so each state bin is one token wherever it stands in the prompt.
 """
 
 from __future__ import annotations
@@ -35,7 +36,12 @@ def build(vocab_size: int):
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    # Punctuation stands alone: with words split at spaces only, BPE merged the last state
+    # number with the ";\nAction:" after it (40 of 256 values got a token of their own there,
+    # the others did not), so one bin had two spellings depending on its position
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()]
+    )
     tok.decoder = decoders.Metaspace()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False, min_frequency=1
