@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from vlaexp.config.compose import resolved_run_config
@@ -299,3 +300,30 @@ def test_splits_serve_exactly_their_episodes_frames(tiny_dataset: Path) -> None:
         assert last["action_is_pad"].tolist() == [False, True, True, True]
         seen |= set(eps)
     assert seen | {5} == set(range(6))  # every episode but the failed one is served somewhere
+
+
+def test_quantile_stats_are_the_datasets_own_not_a_mean_of_episodes(tiny_dataset: Path) -> None:
+    """State dims 3-5 of the tiny dataset are constant within an episode (ep / 6): LeRobot's
+    aggregated q01 and q99 are both their mean, a zero-width range that would clip every frame;
+    the datamodule's are the 1% / 99% quantiles of all 96 frames."""
+    from vlaexp.data.datamodule import LeRobotDataModule, open_metadata
+
+    meta_state = open_metadata(None, tiny_dataset).stats["observation.state"]
+    np.testing.assert_allclose(meta_state["q01"][3:6], meta_state["q99"][3:6], atol=1e-6)
+    dm = LeRobotDataModule(
+        repo_id=None,
+        root=tiny_dataset,
+        cameras=["agentview"],
+        camera_keys={"agentview": "observation.images.agentview"},
+        chunk_size=4,
+        image_size=32,
+        num_workers=0,
+    )
+    frames = [(e, i / 16) for e in range(6) for i in range(16)]
+    state = np.array([[t, t, t, e / 6, e / 6, e / 6, 0.02, 0.02] for e, t in frames])
+    stats = dm.stats["observation.state"]
+    np.testing.assert_allclose(stats["q01"], np.quantile(state, 0.01, axis=0), atol=1e-6)
+    np.testing.assert_allclose(stats["q99"], np.quantile(state, 0.99, axis=0), atol=1e-6)
+    assert stats["q01"][3] == 0.0 and abs(stats["q99"][3] - 5 / 6) < 0.01
+    np.testing.assert_array_equal(stats["mean"], meta_state["mean"])  # the rest is LeRobot's
+    assert (dm.stats["action"]["q99"] - dm.stats["action"]["q01"])[:3].min() > 1.9  # sin: +-1

@@ -2,7 +2,8 @@
 
 Reads a LeRobotDataset (v3) from a local root or the hub, selects cameras, prepares images
 (resize-with-pad, [-1, 1]), returns action chunks with padding masks, and splits by
-episode. Normalization statistics come from the dataset's ``meta/stats.json``.
+episode. Normalization statistics come from the dataset's ``meta/stats.json``, its quantiles
+from the frames themselves.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from vlaexp.data.episodes import (
     episode_outcomes,
     episode_ranges,
     episode_success,
+    frame_columns,
     split_episodes,
+    with_frame_quantiles,
 )
 from vlaexp.data.transforms import prepare_images
 from vlaexp.errors import ConfigError, MissingPathError, VlaexpError
@@ -231,6 +234,7 @@ class LeRobotDataModule(pl.LightningDataModule):
         self.video_backend = video_backend or "pyav"
         self.meta = open_metadata(repo_id, root)
         self._check_features()
+        self._stats: dict[str, dict[str, Any]] | None = None
         self.splits: dict[str, list[int]] = {}
         self.datasets: dict[str, Dataset] = {}
         self.outcomes: dict[int, dict] = {}  # per episode, with value labels
@@ -255,11 +259,23 @@ class LeRobotDataModule(pl.LightningDataModule):
 
     @property
     def stats(self) -> dict[str, dict[str, Any]]:
-        """Statistics under the policy's feature names (``observation.state``, ``action``)."""
-        return {
-            "observation.state": self.meta.stats[self.state_key],
-            "action": self.meta.stats[self.action_key],
-        }
+        """Statistics under the policy's feature names (``observation.state``, ``action``):
+        the dataset's, with q01 / q99 computed over every frame when its data files are on
+        disk (:func:`with_frame_quantiles`: LeRobot's aggregate is a mean of per-episode ones)."""
+        if self._stats is None:
+            keys = {"observation.state": self.state_key, "action": self.action_key}
+            stats = {name: dict(self.meta.stats[key]) for name, key in keys.items()}
+            columns = frame_columns(self.meta.root, list(keys.values()))
+            if columns is None:
+                log.warning(
+                    "%s: no data files on disk yet, q01/q99 are LeRobot's per-episode means",
+                    self.meta.repo_id,
+                )
+            else:
+                for name, key in keys.items():
+                    stats[name] = with_frame_quantiles(stats[name], columns[key])
+            self._stats = stats
+        return self._stats
 
     def feature_dim(self, key: str) -> int:
         return int(self.meta.features[key]["shape"][0])

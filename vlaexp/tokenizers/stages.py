@@ -77,6 +77,7 @@ def _dataset_actions(ctx: RunContext) -> tuple[np.ndarray, dict[int, range], dic
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     from vlaexp.data.datamodule import open_metadata
+    from vlaexp.data.episodes import with_frame_quantiles
 
     cfg = ctx.cfg
     if cfg.data.source == "collect":
@@ -89,7 +90,8 @@ def _dataset_actions(ctx: RunContext) -> tuple[np.ndarray, dict[int, range], dic
     ds = LeRobotDataset(meta.repo_id, root=meta.root, video_backend="pyav")
     actions = np.stack(ds.hf_dataset.with_format("numpy")[key]).astype(np.float32)
     ranges = episode_ranges(meta)
-    return actions, ranges, meta.stats[key]
+    # the dataset's own quantiles, not LeRobot's mean of per-episode ones (with_frame_quantiles)
+    return actions, ranges, with_frame_quantiles(meta.stats[key], actions)
 
 
 def fit_stage(ctx: RunContext) -> None:
