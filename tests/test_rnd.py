@@ -1,19 +1,35 @@
-"""RND networks, their training on the shared Trainer, scoring and the token stores."""
+"""RND networks, their training on the shared Trainer, scoring (in float32, bfloat16 and int8)
+and the token stores."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+from scipy.stats import mannwhitneyu, spearmanr
 from torch import nn
+from torch.ao.nn.quantized import dynamic as qdynamic
 from torch.utils.data import DataLoader, Subset
 
-from vlaexp.errors import VlaexpError
-from vlaexp.uncertainty.rnd import RND, RNDModule, score_cameras, spatial_map
+from vlaexp.errors import ConfigError, VlaexpError
+from vlaexp.uncertainty import rnd as rnd_lib
+from vlaexp.uncertainty.monitor import score_tokens
+from vlaexp.uncertainty.rnd import (
+    RND,
+    Int8Linear,
+    RNDModule,
+    check_precision,
+    for_inference,
+    score_cameras,
+    spatial_map,
+)
 from vlaexp.uncertainty.tokens import TokenStore, TokenStoreWriter, sample_tokens
 
 
@@ -97,6 +113,157 @@ def test_spatial_maps_and_camera_scores() -> None:
     got = half(tokens["wrist"])
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, models["wrist"](tokens["wrist"]).detach(), rtol=0.1, atol=1e-3)
+
+
+@contextlib.contextmanager
+def _small_widths() -> Iterator[None]:
+    """RNDs built inside have FIPER's layer pattern at 1/8 of its widths: the full one trains
+    too slowly for a unit test (benchmarks/bench_rnd.py measures the full size's fidelity)."""
+    leaky, relu = nn.LeakyReLU, nn.ReLU
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(
+            rnd_lib,
+            "target_network",
+            lambda d: rnd_lib._mlp([d, 128, 256, 512, 64], [leaky, leaky, leaky, None]),
+        )
+        m.setattr(
+            rnd_lib,
+            "predictor_network",
+            lambda d: rnd_lib._mlp(
+                [d, 128, 256, 512, 256, 128, 64], [leaky, leaky, leaky, relu, relu, None]
+            ),
+        )
+        yield
+
+
+@pytest.fixture(scope="module")
+def trained_small_rnd() -> tuple[RND, torch.Tensor, torch.Tensor]:
+    """An RND trained 200 steps on tokens of a rank-8 subspace, and held-out tokens of it
+    (in) and of the subspace rotated 30 degrees away (out): float32 AUROC 0.94."""
+    torch.manual_seed(0)
+    d, rank = 64, 8
+    basis, other = torch.randn(2, rank, d) / rank**0.5
+
+    def tokens(n: int, b: torch.Tensor) -> torch.Tensor:
+        return torch.randn(n, rank) @ b + 0.05 * torch.randn(n, d)
+
+    with _small_widths():
+        rnd = RND(d)
+    opt = torch.optim.Adam(rnd.predictor.parameters(), lr=1e-3)
+    for _ in range(200):
+        loss = rnd(tokens(128, basis)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    shifted = math.cos(math.pi / 6) * basis + math.sin(math.pi / 6) * other
+    return rnd.eval(), tokens(256, basis), tokens(256, shifted)
+
+
+def _auroc(inside: np.ndarray, outside: np.ndarray) -> float:
+    """P(an out token scores above an in token): the in-vs-out AUROC."""
+    return float(mannwhitneyu(outside, inside).statistic) / (len(inside) * len(outside))
+
+
+# Spearman vs float32 on in / out tokens, over 4 seeds: bfloat16 >= 0.9998, int8 >= 0.996 /
+# 0.999; 4-bit weights (a broken quantization) 0.88-0.93 / 0.95-0.96
+MIN_SPEARMAN = {"bfloat16": 0.995, "int8": 0.98}
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "int8"])
+def test_reduced_precision_scores_rank_tokens_like_float32(
+    trained_small_rnd: tuple[RND, torch.Tensor, torch.Tensor], precision: str
+) -> None:
+    rnd, x_in, x_out = trained_small_rnd
+    fast = for_inference(rnd, precision)
+    if precision == "int8":
+        assert not any(isinstance(m, nn.Linear) for m in fast.modules())
+        assert sum(isinstance(m, qdynamic.Linear) for m in fast.modules()) == 10
+    assert next(rnd.parameters()).dtype == torch.float32  # a copy: the trained RND is untouched
+    with torch.no_grad():
+        for x in (x_in, x_out):
+            want, got = rnd(x).numpy(), fast(x)
+            assert got.dtype == torch.float32 and got.shape == (256,)
+            got = got.numpy()
+            assert spearmanr(got, want).statistic >= MIN_SPEARMAN[precision]
+            # the values too, not only their order (median deviation: int8 1-3%, 4-bit > 100%)
+            assert np.median(np.abs(got / want - 1)) < 0.1
+
+
+def test_int8_keeps_the_in_vs_out_auroc(
+    trained_small_rnd: tuple[RND, torch.Tensor, torch.Tensor],
+) -> None:
+    rnd, x_in, x_out = trained_small_rnd
+    with torch.no_grad():
+        auroc = {
+            p: _auroc(m(x_in).numpy(), m(x_out).numpy())
+            for p, m in (("float32", rnd), ("int8", for_inference(rnd, "int8")))
+        }
+    assert auroc["float32"] > 0.85  # there is a separation to keep
+    # int8 is within 0.0022 of float32 over 4 seeds, 4-bit weights 0.13-0.17 below
+    assert abs(auroc["int8"] - auroc["float32"]) < 0.02
+
+
+def test_int8_uses_all_8_bits_where_the_cpu_sums_them_exactly(
+    trained_small_rnd: tuple[RND, torch.Tensor, torch.Tensor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rnd, x_in, _ = trained_small_rnd
+    exact = rnd_lib.int8_sums_exactly(torch.backends.quantized.engine)
+    full = for_inference(rnd, "int8")
+    monkeypatch.setattr(rnd_lib, "int8_sums_exactly", lambda engine: False)  # a CPU without VNNI
+    seven = for_inference(rnd, "int8")
+    layers = {
+        k: [m for m in q.modules() if isinstance(m, Int8Linear)]
+        for k, q in (("full", full), ("seven", seven))
+    }
+    assert len(layers["full"]) == len(layers["seven"]) == 10
+    assert all(m.reduce_range for m in layers["seven"])
+    if not exact:
+        pytest.skip("this CPU's int8 kernels saturate full-range sums: 7 bits only")
+    assert not any(m.reduce_range for m in layers["full"])
+    with torch.no_grad():
+        want = rnd(x_in)
+        dev = {
+            k: float((q(x_in) / want - 1).abs().median()) for k, q in (("8", full), ("7", seven))
+        }
+    assert dev["8"] < 0.75 * dev["7"]  # 2.0-2.7% against 4.1-5.7% over 4 seeds
+
+
+def test_int8_rnd_loads_and_scores_on_the_cpu(tmp_path: Path) -> None:
+    from vlaexp.uncertainty.train import load_rnd
+
+    torch.manual_seed(0)
+    with _small_widths():
+        rnd = RND(8)
+        path = tmp_path / "rnd.pt"
+        torch.save({"in_dim": 8, "state_dict": rnd.state_dict(), "camera": "wrist"}, path)
+        q = load_rnd(path, "cpu", "int8")
+    assert q.meta["camera"] == "wrist" and not q.training
+    assert q.input_dtype == torch.float32 and q.device == torch.device("cpu")
+    tokens = torch.randn(1, 256, 8)
+    rec = score_tokens({"wrist": q}, {"wrist": tokens}, maps=True)[0]
+    with torch.no_grad():
+        want = float(rnd(tokens).mean())
+    assert rec["wrist"] == pytest.approx(want, rel=0.05)
+    assert rec["spatial_maps"]["wrist"].dtype == torch.float32
+
+
+def test_precision_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vlaexp.uncertainty.stages import load_models
+
+    with _small_widths():
+        rnd = RND(8)
+    with pytest.raises(ValueError, match=r"unknown RND precision 'fp16'.*'bfloat16'"):
+        for_inference(rnd, "fp16")
+    with pytest.raises(ValueError, match="CPU only"):
+        check_precision("int8", "cuda:0")
+    check_precision("bfloat16", "cuda")  # bfloat16 and float32 run anywhere
+    with monkeypatch.context() as m:  # an RND on a GPU, without one here
+        m.setattr(RND, "device", property(lambda self: torch.device("cuda")))
+        with pytest.raises(ValueError, match="CPU only"):
+            for_inference(rnd, "int8")
+    # the stages say which setting to change, before reading any model
+    with pytest.raises(ConfigError, match=r"rnd\.score\.precision=int8.*CPU only"):
+        load_models(Path("/nonexistent"), "cuda", "int8")
 
 
 def test_token_store_round_trip_shards_and_split(tmp_path: Path) -> None:

@@ -33,6 +33,9 @@ class RNDScoreConfig:
     # lighting: 0.5, table_texture: true}); null = none
     ood: Any = None
     n_ood_episodes: int = 10  # per task, perturbed
+    # What the RNDs score in: float32 | bfloat16 | int8 (CPU only; ~4x float32's speed on a
+    # 2-core CPU, ranks tokens as float32 does: benchmarks/results/rnd_score_cpu.md)
+    precision: str = "float32"
 
 
 @dataclass

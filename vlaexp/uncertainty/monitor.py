@@ -44,8 +44,7 @@ def score_tokens(
     per_cam = {}
     for cam, t in tokens.items():
         model = models[cam]
-        device = next(model.parameters()).device
-        per_cam[cam] = model(t.to(device)).float().cpu()  # [B, N]
+        per_cam[cam] = model(t.to(model.device)).float().cpu()  # [B, N]
     n = next(iter(per_cam.values())).shape[0]
     records = []
     for b in range(n):

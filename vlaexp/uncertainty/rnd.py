@@ -7,13 +7,17 @@ data, large where it does not. The layer sizes, LeakyReLU/ReLU placement and ort
 initialization (gain sqrt 2, zero biases) follow FIPER's RND.
 
 No library ships RND as a module (it is two MLPs and a loss), hence this file; the training
-loop, checkpoints and early stopping are Lightning's.
+loop, checkpoints and early stopping are Lightning's. :func:`for_inference` gives a trained RND
+in the precision it scores in (``rnd.score.precision``).
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import itertools
 import math
+import warnings
 from typing import Any
 
 import lightning.pytorch as pl
@@ -22,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 OUT_DIM = 512
+PRECISIONS = ("float32", "bfloat16", "int8")
 
 
 def _mlp(sizes: list[int], activations: list[type[nn.Module] | None]) -> nn.Sequential:
@@ -68,6 +73,19 @@ class RND(nn.Module):
         _init_orthogonal(self)
         self.target.requires_grad_(False)
 
+    @property
+    def input_dtype(self) -> torch.dtype:
+        """The weights' dtype; float32 for an int8 RND, whose packed weights are no parameters
+        and whose layers read float32 (they quantize their inputs themselves)."""
+        p = next(self.predictor.parameters(), None)
+        return torch.float32 if p is None else p.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are (an int8 RND is always on the CPU)."""
+        p = next(self.predictor.parameters(), None)
+        return torch.device("cpu") if p is None else p.device
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """float[..., in_dim] -> float32[...]: mean squared error of the predictor per token.
         Runs in the weights' dtype (bfloat16 weights score in bfloat16), the error in float32."""
@@ -75,10 +93,98 @@ class RND(nn.Module):
             raise ValueError(
                 f"tokens are {tokens.shape[-1]}-wide, this RND was built for {self.in_dim}"
             )
-        x = tokens.to(next(self.predictor.parameters()).dtype)
+        x = tokens.to(self.input_dtype)
         with torch.no_grad():
             target = self.target(x)
         return F.mse_loss(self.predictor(x).float(), target.float(), reduction="none").mean(dim=-1)
+
+
+def check_precision(precision: str, device: torch.device | str) -> None:
+    """ValueError unless RNDs on ``device`` can score in ``precision``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown RND precision '{precision}': choose one of {list(PRECISIONS)}")
+    if precision == "int8" and torch.device(device).type != "cpu":
+        raise ValueError(
+            f"int8 RND scoring runs on the CPU only (torch has no CUDA kernels for dynamically "
+            f"quantized layers), not on {device}: use bfloat16 there"
+        )
+
+
+class Int8Linear(torch.ao.nn.quantized.dynamic.Linear):
+    """torch's dynamically quantized Linear with the activations' 8th bit back where the CPU
+    sums int8 products exactly (``reduce_range``, set by :func:`for_inference`).
+
+    torch quantizes activations to 7 bits everywhere, for CPUs whose int8 dot products pass
+    through saturating int16 sums (no VNNI). On RND that coarseness is not harmless: a trained
+    predictor nearly matches the target on familiar tokens, so their scores are small
+    differences of large outputs, and 7-bit activations reordered them (full size, briefly
+    trained: Spearman 0.88 against float32, AUROC against shifted tokens up to 0.025 lower);
+    8 bits keep them (0.999, AUROC within 0.002). Same speed."""
+
+    reduce_range = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.ops.quantized.linear_dynamic(
+            x, self._packed_params._packed_params, reduce_range=self.reduce_range
+        )
+        return y.to(x.dtype)
+
+
+@functools.cache
+def int8_sums_exactly(engine: str) -> bool:
+    """Whether ``engine``'s int8 Linear on this CPU sums full-range products exactly: 255 x 127
+    pairs overflow an int16 sum (VNNI accumulates in int32, older kernels saturate)."""
+    lin = nn.Linear(256, 1, bias=False)
+    nn.init.ones_(lin.weight)  # weights quantize to 127, activations in [0, 1] to 255
+    x = torch.ones(1, 256)
+    x[0, 0] = 0.0
+    before = torch.backends.quantized.engine
+    try:
+        torch.backends.quantized.engine = engine
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            q = torch.ao.quantization.quantize_dynamic(nn.Sequential(lin), {nn.Linear})
+        packed = q[0]._packed_params._packed_params
+        y = torch.ops.quantized.linear_dynamic(x, packed, reduce_range=False)
+    finally:
+        torch.backends.quantized.engine = before
+    return abs(float(y) - 255.0) < 2.0  # saturated: about half of it
+
+
+def for_inference(rnd: RND, precision: str = "float32") -> RND:
+    """A copy of ``rnd`` in eval mode that scores in ``precision`` (``rnd`` is left as it is):
+
+    - ``float32``: as trained.
+    - ``bfloat16``: weights and tokens in bfloat16 (the error in float32): ~2.5x float32 on a CPU
+      with AVX512-BF16, and the fast path on a GPU.
+    - ``int8``: every Linear dynamically quantized (:class:`Int8Linear`: int8 weights per
+      output channel, each pass's activations to 8 bits on the fly), CPU only: ~4x float32 on
+      a CPU with VNNI. torch's eager dynamic quantization: torchao's replacement needs
+      torch >= 2.11 (lerobot caps torch below it) and was no faster here, even compiled.
+
+    Scores stay float32 in every precision; ``benchmarks/results/rnd_score_cpu.md`` has the
+    times and how closely each precision's scores follow float32's."""
+    check_precision(precision, rnd.device)
+    model = copy.deepcopy(rnd).eval()
+    if precision == "bfloat16":
+        return model.to(torch.bfloat16)
+    if precision == "float32":
+        return model.float()
+    engine = torch.backends.quantized.engine
+    full_range = int8_sums_exactly(engine)
+    with warnings.catch_warnings():  # torch.ao.quantization's notice that torchao replaces it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        model = torch.ao.quantization.quantize_dynamic(
+            model.float(),
+            {nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig},
+            dtype=torch.qint8,
+            mapping={nn.Linear: Int8Linear},
+            inplace=True,
+        )
+    for m in model.modules():
+        if isinstance(m, Int8Linear):
+            m.reduce_range = not full_range
+    return model
 
 
 class RNDModule(pl.LightningModule):

@@ -203,11 +203,21 @@ def trained_models(ctx: RunContext) -> Path:
     return out
 
 
-def load_models(models_dir: Path, device: torch.device | str) -> dict[str, Any]:
+def load_models(
+    models_dir: Path, device: torch.device | str, precision: str = "float32"
+) -> dict[str, Any]:
+    """Every camera's trained RND, scoring in ``precision`` (``rnd.score.precision``)."""
+    from vlaexp.uncertainty.rnd import check_precision
     from vlaexp.uncertainty.train import MODEL_FILE, load_rnd
 
+    try:
+        check_precision(precision, device)
+    except ValueError as e:
+        raise ConfigError(f"rnd.score.precision={precision}: {e}") from e
     results = json.loads((Path(models_dir) / "models.json").read_text())
-    return {cam: load_rnd(Path(models_dir) / cam / MODEL_FILE, device) for cam in results}
+    return {
+        cam: load_rnd(Path(models_dir) / cam / MODEL_FILE, device, precision) for cam in results
+    }
 
 
 # ----------------------------------------------------------------------------- score
@@ -323,7 +333,7 @@ def checked_models(ctx: RunContext, policy: Any) -> dict[str, Any]:
     if "rnd_models" in ctx.objects:
         return ctx.objects["rnd_models"]
     models_dir = Path(ctx.artifacts.get("rnd_models") or trained_models(ctx))
-    models = load_models(models_dir, policy.device)
+    models = load_models(models_dir, policy.device, ctx.cfg.rnd.score.precision)
     want_type = task_type(ctx.cfg)
     width = policy.model.projector.out_features
     for cam, model in models.items():

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vlaexp.errors import VlaexpError
 from vlaexp.training.trainer import build_trainer
-from vlaexp.uncertainty.rnd import RND, RNDModule
+from vlaexp.uncertainty.rnd import RND, RNDModule, for_inference
 from vlaexp.uncertainty.tokens import TokenStore
 
 log = logging.getLogger(__name__)
@@ -133,8 +133,9 @@ def train_rnd(
     }
 
 
-def load_rnd(path: Path, device: torch.device | str = "cpu") -> RND:
-    """An RND saved by :func:`train_rnd`, in eval mode on ``device``."""
+def load_rnd(path: Path, device: torch.device | str = "cpu", precision: str = "float32") -> RND:
+    """An RND saved by :func:`train_rnd`, in eval mode on ``device``, scoring in ``precision``
+    (:func:`~vlaexp.uncertainty.rnd.for_inference`: float32, bfloat16, or int8 on the CPU)."""
     path = Path(path)
     if not path.is_file():
         raise VlaexpError(f"No trained RND at {path}: run the rnd_train stage")
@@ -146,4 +147,4 @@ def load_rnd(path: Path, device: torch.device | str = "cpu") -> RND:
     model.load_state_dict(data["state_dict"])
     # what it was trained for travels with it, so a mismatched RND is refused before scoring
     model.meta = {k: data.get(k) for k in ("in_dim", "camera", "task_type", "val_loss")}
-    return model.to(device).eval()
+    return for_inference(model.to(device), precision)
