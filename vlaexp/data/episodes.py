@@ -122,9 +122,10 @@ def with_frame_quantiles(stats: dict, values: np.ndarray) -> dict:
 
     LeRobot's meta/stats.json holds, for each quantile, the frame-weighted mean of the
     episodes' own quantiles (``aggregate_feature_stats``), not the dataset's: where episodes
-    cover different ranges it is far narrower. In 24 expert episodes of tabletop_spatial tasks
-    0-1, 46% (TCP x) and 77% (TCP y) of all frames lie outside that q01..q99, so quantile normalization
-    (Pi0.5's) clips them, and its discretized state reads them as bins -1 / 255 (openpi's
-    norm stats are histograms over every frame: the dataset's quantiles, as here)."""
+    cover different ranges it is far narrower. In 24 expert episodes of tabletop_spatial
+    tasks 0-1, 46% (TCP x) and 77% (TCP y) of all frames lie outside that q01..q99, so
+    quantile normalization (Pi0.5's) clips them, and its discretized state reads them as bins
+    -1 / 255 (openpi's norm stats are histograms over every frame: the dataset's quantiles,
+    as here)."""
     q01, q99 = np.quantile(values.astype(np.float64), [0.01, 0.99], axis=0)
     return {**stats, "q01": q01.astype(np.float32), "q99": q99.astype(np.float32)}
