@@ -7,6 +7,8 @@
 #             3.12 wheels, 29 MB together, so one call carries them (carry: .whl/gpu, .gl)
 #   .gl:      the glvnd loader debs (benchmarks/device/tabletop_gpu.sh)
 # (benchmarks/device/env.sh installs them, with a stand-in for PyAV.)
+# Run nothing of git in the machine's copy: its .git can be older than the work tree it came with
+# (attempt 12 lost a job to a `git checkout` there, which restored an older commit's files).
 #   bash benchmarks/device/tabletop_spatial_gpu.sh "[0,1]" 00:00:07:00 16000
 # Each policy trains in a fixed run dir (/tmp/runs/<policy>): a later call on the same warm
 # machine (issue it at once: an idle machine is handed back after 30 s, and the run with it) resumes it from its last checkpoint (resume=true) with a larger MAX_TIME (Lightning's
