@@ -202,21 +202,25 @@ def test_load_pretrained_rejects_mismatched_weights(
     assert "head" in str(err.value)
 
 
-def test_preloaded_dataset_serves_the_same_samples(tiny_dataset: Path) -> None:
+def tiny_datamodule(root: Path, cameras: tuple[str, ...] = ("agentview",), **kwargs):
+    """A LeRobotDataModule over ``root`` at 32 px, chunks of 4, in-process loading."""
     from vlaexp.data.datamodule import LeRobotDataModule
 
-    def module(preload: bool) -> LeRobotDataModule:
-        dm = LeRobotDataModule(
-            repo_id=None,
-            root=tiny_dataset,
-            cameras=["agentview", "wrist"],
-            camera_keys={c: f"observation.images.{c}" for c in ("agentview", "wrist")},
-            chunk_size=4,
-            image_size=32,
-            batch_size=8,
-            num_workers=0,
-            preload=preload,
-        )
+    return LeRobotDataModule(
+        repo_id=None,
+        root=root,
+        cameras=list(cameras),
+        camera_keys={c: f"observation.images.{c}" for c in cameras},
+        chunk_size=4,
+        image_size=32,
+        num_workers=0,
+        **kwargs,
+    )
+
+
+def test_preloaded_dataset_serves_the_same_samples(tiny_dataset: Path) -> None:
+    def module(preload: bool):
+        dm = tiny_datamodule(tiny_dataset, ("agentview", "wrist"), batch_size=8, preload=preload)
         dm.setup("fit")
         return dm
 
@@ -277,17 +281,7 @@ def test_ema_weights_are_what_checkpoints_save(tiny_overrides: list[str], tmp_pa
 def test_splits_serve_exactly_their_episodes_frames(tiny_dataset: Path) -> None:
     """One dataset cut by frame ranges: each split yields every frame of its episodes once,
     in order, and an action chunk never runs into the next episode (it is padded instead)."""
-    from vlaexp.data.datamodule import LeRobotDataModule
-
-    dm = LeRobotDataModule(
-        repo_id=None,
-        root=tiny_dataset,
-        cameras=["agentview"],
-        camera_keys={"agentview": "observation.images.agentview"},
-        chunk_size=4,
-        image_size=32,
-        num_workers=0,
-    )
+    dm = tiny_datamodule(tiny_dataset)
     dm.setup("fit")
     assert 5 not in dm.splits["train"] + dm.splits["val"]  # the failed episode
     seen = set()
@@ -306,19 +300,11 @@ def test_quantile_stats_are_the_datasets_own_not_a_mean_of_episodes(tiny_dataset
     """State dims 3-5 of the tiny dataset are constant within an episode (ep / 6): LeRobot's
     aggregated q01 and q99 are both their mean, a zero-width range that would clip every frame;
     the datamodule's are the 1% / 99% quantiles of all 96 frames."""
-    from vlaexp.data.datamodule import LeRobotDataModule, open_metadata
+    from vlaexp.data.datamodule import open_metadata
 
     meta_state = open_metadata(None, tiny_dataset).stats["observation.state"]
     np.testing.assert_allclose(meta_state["q01"][3:6], meta_state["q99"][3:6], atol=1e-6)
-    dm = LeRobotDataModule(
-        repo_id=None,
-        root=tiny_dataset,
-        cameras=["agentview"],
-        camera_keys={"agentview": "observation.images.agentview"},
-        chunk_size=4,
-        image_size=32,
-        num_workers=0,
-    )
+    dm = tiny_datamodule(tiny_dataset)
     frames = [(e, i / 16) for e in range(6) for i in range(16)]
     state = np.array([[t, t, t, e / 6, e / 6, e / 6, 0.02, 0.02] for e, t in frames])
     stats = dm.stats["observation.state"]

@@ -35,20 +35,19 @@ def bins_of(policy, states: np.ndarray) -> np.ndarray:
     return discretize_state(normed.numpy())
 
 
-def rollout(suite, policy, task: int, seed: int, driver: str) -> tuple[np.ndarray, bool]:
+def rollout(suite, policy, task: int, seed: int) -> tuple[np.ndarray, bool]:
+    """The states of one episode, driven by ``policy`` or, when it is None, the expert."""
     env, instruction = suite.make_env(task), suite.instruction(task)
     expert = suite.make_expert(env)
     obs = env.reset(seed)
     expert.reset()
-    policy.reset()
+    if policy is not None:
+        policy.reset()
     states = []
     for _ in range(suite.max_steps):
         states.append(obs["state"].copy())
-        if driver == "expert":
-            action = expert.act(obs)
-        else:
-            action = policy.act_batch([obs], [instruction])[0]
-        result = env.step(action)
+        act = expert.act(obs) if policy is None else policy.act_batch([obs], [instruction])[0]
+        result = env.step(act)
         obs = result.obs
         if result.terminated or result.truncated:
             break
@@ -57,21 +56,7 @@ def rollout(suite, policy, task: int, seed: int, driver: str) -> tuple[np.ndarra
 
 
 def quantile_check(suite, n: int) -> None:
-    episodes = []
-    for task in (0, 1):
-        env = suite.make_env(task)
-        expert = suite.make_expert(env)
-        for seed in range(n):
-            obs, states = env.reset(seed), []
-            expert.reset()
-            for _ in range(suite.max_steps):
-                states.append(obs["state"].copy())
-                result = env.step(expert.act(obs))
-                obs = result.obs
-                if result.terminated or result.truncated:
-                    break
-            episodes.append(np.stack(states))
-        env.close()
+    episodes = [rollout(suite, None, task, seed)[0] for task in (0, 1) for seed in range(n)]
     frames = np.concatenate(episodes)
     weights = np.array([len(e) for e in episodes])[:, None] / len(frames)
     rows = {
@@ -131,7 +116,8 @@ def main() -> None:
     for driver in ("expert", "policy"):
         bins, wins = [], 0
         for k in range(args.seeds):
-            states, success = rollout(suite, policy, args.task, 1_000_000 + k, driver)
+            driver_policy = policy if driver == "policy" else None
+            states, success = rollout(suite, driver_policy, args.task, 1_000_000 + k)
             bins.append(bins_of(policy, states))
             wins += success
         print(f"{driver} drives: {args.seeds} episodes of task {args.task}, {wins} successes")
