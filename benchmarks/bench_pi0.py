@@ -7,7 +7,10 @@ Settings as ``shared/peer/lerobot_pi0_bench.py`` measures LeRobot's Pi0: random 
 bfloat16 weights with float32 norms under bf16 autocast, batch 32, two 224x224 cameras, 48
 text tokens, chunk 50, fused AdamW. Training is timed eager and with ``torch.compile``
 (optionally with gradient checkpointing; ``compiled_budget`` with torch's activation memory
-budget, which recomputes the cheapest activations); FLOPs are counted once, eager, with
+budget, which recomputes the cheapest activations; ``compiled_cuda_graphs`` replays forward
+and backward as CUDA graphs; ``compiled_nocudnn`` keeps training's SDPA off cuDNN;
+``compiled_inline_rope`` lets inductor trace through the RoPE tables; ``autotuned`` searches
+GEMM kernels); FLOPs are counted once, eager (``--count-batch`` scales a smaller batch's count), with
 ``FlopCounterMode``, on the published shapes (before ``--pad-vision-mlp`` pads SigLIP's MLP
 width with zero weights, work that is not counted); MFU is counted FLOPs / time / 989
 TFLOP/s (H100/H200 dense bf16).
@@ -16,8 +19,9 @@ timed eager, replayed as one captured CUDA graph (``CudaGraphSampler``, what the
 on a GPU), and with the prefix pass and denoising step compiled before the capture
 (``compiled_cuda_graphs``, ``policy.compile=true``; ``autotuned_cuda_graphs`` compiles with
 GEMM autotuning); ``compiled`` is the compiled functions without the graph. ``--profile``
-adds, for compiled modes, the GPU kernel time of a chunk and of its prefix pass and the
-kernels that take most of it. Medians; writes ``results/pi0_speed_<variant>.{json,md}``.
+adds, for compiled modes, the GPU kernel time of a chunk and of its prefix pass, or of a
+training step by kind of kernel (GEMM, attention, Triton, optimizer), and the kernels that take
+most of it. Medians; writes ``results/pi0_speed_<variant>.{json,md}``.
 """
 
 from __future__ import annotations
@@ -32,10 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 from report import write
+from torch.nn.attention import SDPBackend
 from torch.utils.flop_counter import FlopCounterMode
 
 from vlaexp.config.policy import GemmaStackConfig, Pi0Config, Pi05Config, VisionTowerConfig
-from vlaexp.policies.pi0 import gemma
+from vlaexp.policies.pi0 import gemma, joint
 from vlaexp.policies.pi0.model import CudaGraphSampler, compile_sampling, uncompile_sampling
 from vlaexp.policies.pi0.policy import Pi0Policy
 from vlaexp.policies.pi0.vision import pad_mlp_width
@@ -98,19 +103,36 @@ def timed(fn, n: int, device: torch.device) -> list[float]:
 
 def train_figures(policy: Pi0Policy, args, device, mode: str) -> dict:
     model = policy.model.train()
-    compiled = mode.startswith("compiled")
+    compiled = mode.startswith("compiled") or mode == "autotuned"
+    graphs = mode == "compiled_cuda_graphs"  # forward and backward replayed as CUDA graphs
     torch._dynamo.reset()
     import torch._functorch.config as functorch_config
 
     functorch_config.activation_memory_budget = (
         args.activation_budget if mode == "compiled_budget" and args.activation_budget else 1.0
     )
-    forward = torch.compile(model) if compiled else model
-    images, masks, tokens, token_mask, state, actions = inputs(policy, args.batch, device)
+    # "autotuned": inductor searches GEMM kernels (Triton templates beside cuBLAS) per shape
+    forward = torch.compile(model, mode=COMPILE_MODES.get(mode)) if compiled else model
+    # "compiled_nocudnn": training's SDPA without cuDNN's fused attention (flash, memory-
+    # efficient, math), as sampling already runs (gemma.INFERENCE_SDPA_BACKENDS)
+    # "compiled_inline_rope": RoPE tables as aten ops that inductor traces through (before run
+    # G the default; now an opaque op computes them once per forward)
+    joint.rotary_tables = (
+        gemma.rotary_tables_inline if mode == "compiled_inline_rope" else gemma.rotary_tables
+    )
+    gemma.TRAINING_SDPA_BACKENDS = (
+        [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+        if mode == "compiled_nocudnn"
+        else None
+    )
+    batch = args.count_batch or args.batch if mode == "count" else args.batch
+    images, masks, tokens, token_mask, state, actions = inputs(policy, batch, device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5, fused=device.type == "cuda")
 
     def step():
+        if graphs:  # a new iteration: the last one's graph outputs may be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
         with policy.autocast():
             loss = forward(images, masks, tokens, token_mask, state, actions).mean()
         loss.backward()
@@ -123,8 +145,9 @@ def train_figures(policy: Pi0Policy, args, device, mode: str) -> dict:
         model.zero_grad(set_to_none=True)
         if device.type == "cuda":
             torch.cuda.empty_cache()
-        return {"tflop_per_step": counter.get_total_flops() / 1e12}
-    for _ in range(args.warmup):
+        # every op of the step is per sample, so the count scales with the batch exactly
+        return {"tflop_per_step": counter.get_total_flops() / 1e12 * args.batch / batch}
+    for _ in range(max(args.warmup, 3) if graphs else args.warmup):  # warm up, record, replay
         step()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -133,6 +156,18 @@ def train_figures(policy: Pi0Policy, args, device, mode: str) -> dict:
     out = {"step_s_median": med, "step_s_all": times, "samples_per_s": args.batch / med}
     if device.type == "cuda":
         out["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 1e9
+    if args.profile and device.type == "cuda" and compiled:
+        try:  # where a step's time goes: kernel time against the step's wall time
+            ms, n, top = profile_kernels(step, 10**6)
+            out["profile"] = {
+                "step_kernel_ms": ms,
+                "step_kernels": n,
+                "gpu_idle_share": max(0.0, 1 - ms / (1000 * med)),
+                "by_kind_ms": kernel_kinds(top),
+                "top_kernels (name, count, ms)": top[:25],
+            }
+        except Exception as e:  # the timing above stands without it
+            out["profile"] = {"error": f"{type(e).__name__}: {e}"}
     model.zero_grad(set_to_none=True)
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -150,7 +185,11 @@ def eager_sample(model, feed) -> torch.Tensor:
         model.__dict__.update(compiled)
 
 
-COMPILE_MODES = {"compiled": None, "autotuned": "max-autotune-no-cudagraphs"}
+COMPILE_MODES = {
+    "compiled": None,
+    "autotuned": "max-autotune-no-cudagraphs",
+    "compiled_cuda_graphs": "reduce-overhead",  # training only: cudagraph trees
+}
 
 
 def chunk_latency(policy: Pi0Policy, args, device, mode: str) -> dict:
@@ -194,28 +233,59 @@ def chunk_latency(policy: Pi0Policy, args, device, mode: str) -> dict:
     return out
 
 
-def kernel_profile(policy: Pi0Policy, model, feed) -> dict:
-    """GPU kernel time of one chunk and of its prefix pass alone (torch.profiler), and the
-    kernels that take the most of it: where a chunk's time goes."""
+def profile_kernels(fn, n_top: int = 400) -> tuple[float, int, list]:
+    """GPU kernel time (ms) of one call of ``fn`` (torch.profiler, after one untimed call),
+    the number of kernels, and the ``n_top`` kernels taking the most time: (name, count, ms)."""
     from torch.profiler import ProfilerActivity, profile
 
-    def kernels(fn) -> tuple[float, int, list]:
-        with policy.autocast():
-            fn()
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
         torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    rows = [e for e in prof.key_averages() if e.self_device_time_total > 0]
+    gpu = [e for e in rows if getattr(e.device_type, "name", "") == "CUDA"] or rows
+    total = sum(e.self_device_time_total for e in gpu) / 1000
+    top = sorted(gpu, key=lambda e: -e.self_device_time_total)[:n_top]
+    return (
+        total,
+        sum(e.count for e in gpu),
+        [(e.key[:120], e.count, round(e.self_device_time_total / 1000, 3)) for e in top],
+    )
+
+
+# kernel name fragments -> kind, first match wins (cuBLAS / CUTLASS GEMMs, attention, Triton
+# fusions from inductor, the fused optimizer, copies)
+KERNEL_KINDS = (
+    ("attention", ("flash", "fmha", "sdpa", "attention", "attn")),
+    ("gemm", ("gemm", "nvjet", "cutlass", "sm90_xmma", "cublas", "matmul", "mm_")),
+    ("optimizer", ("adam", "multi_tensor")),
+    ("triton", ("triton",)),
+    ("copy", ("copy", "memcpy", "memset", "cat", "fill")),
+)
+
+
+def kernel_kinds(top: list) -> dict:
+    """Kernel time (ms) per kind of the (name, count, ms) rows."""
+    out: dict[str, float] = {}
+    for name, _, ms in top:
+        low = name.lower()
+        kind = next((k for k, keys in KERNEL_KINDS if any(x in low for x in keys)), "other")
+        out[kind] = round(out.get(kind, 0.0) + ms, 3)
+    return out
+
+
+def kernel_profile(policy: Pi0Policy, model, feed) -> dict:
+    """GPU kernel time of one chunk and of its prefix pass alone, and the kernels that take
+    the most of it: where a chunk's time goes."""
+
+    def kernels(fn) -> tuple[float, int, list]:
+        def call():
             with policy.autocast():
                 fn()
-            torch.cuda.synchronize()
-        rows = [e for e in prof.key_averages() if e.self_device_time_total > 0]
-        gpu = [e for e in rows if getattr(e.device_type, "name", "") == "CUDA"] or rows
-        total = sum(e.self_device_time_total for e in gpu) / 1000  # ms
-        top = sorted(gpu, key=lambda e: -e.self_device_time_total)[:25]
-        return (
-            total,
-            sum(e.count for e in gpu),
-            [(e.key[:120], e.count, round(e.self_device_time_total / 1000, 3)) for e in top],
-        )
+
+        ms, n, top = profile_kernels(call, 25)
+        return ms, n, top
 
     chunk_ms, chunk_n, top = kernels(lambda: model.sample_actions(*feed))
     prefix_ms, prefix_n, _ = kernels(lambda: model.encode_prefix(*feed[:4]))
@@ -242,7 +312,15 @@ def main() -> int:
         "--train-modes",
         nargs="*",
         default=["eager", "compiled"],
-        choices=["eager", "compiled", "compiled_budget"],
+        choices=[
+            "eager",
+            "compiled",
+            "compiled_budget",
+            "compiled_nocudnn",
+            "compiled_cuda_graphs",
+            "compiled_inline_rope",
+            "autotuned",
+        ],
     )
     parser.add_argument(
         "--infer-modes",
@@ -256,6 +334,13 @@ def main() -> int:
         ]
         + ["cuda_graphs"],
     )
+    parser.add_argument(
+        "--count-batch",
+        type=int,
+        default=None,
+        help="count FLOPs on this batch, scaled to --batch (the eager counted step at batch 32 "
+        "needs ~101 GB: on an 80 GB card count at 8)",
+    )
     parser.add_argument("--grad-ckpt", action="store_true")
     parser.add_argument(
         "--sdpa-default-inference",
@@ -265,7 +350,8 @@ def main() -> int:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="kernel profile of the compiled functions (outside the graph) in compiled modes",
+        help="kernel profile of a compiled training step, and of the compiled sampling "
+        "functions (outside the graph) in compiled inference modes",
     )
     parser.add_argument(
         "--activation-budget",

@@ -12,7 +12,14 @@ import torch
 from tests.reference.lerobot_pi0 import Small, build_reference, openpi_math, our_config
 from vlaexp.config.policy import Pi0Config, Pi05Config
 from vlaexp.policies.pi0.flow import attention_mask_2d, euler_times, positions_from_pad
-from vlaexp.policies.pi0.gemma import AdaptiveRMSNorm, expand_heads, fused_weights, gated_residual
+from vlaexp.policies.pi0.gemma import (
+    AdaptiveRMSNorm,
+    expand_heads,
+    fused_weights,
+    gated_residual,
+    rotary_tables,
+    rotary_tables_inline,
+)
 from vlaexp.policies.pi0.model import Pi0Model
 from vlaexp.policies.pi0.prompt import discretize_state, pi0_prompt, pi05_prompt
 from vlaexp.policies.pi0.weights import map_state_dict
@@ -222,6 +229,41 @@ def test_one_key_head_is_shared_as_a_view() -> None:
     torch.testing.assert_close(wide, k.repeat_interleave(8, dim=1))
     k2 = torch.randn(2, 2, 5, 4)  # grouped: key head i serves query heads 4i..4i+3
     torch.testing.assert_close(expand_heads(k2, 8)[:, 4:], k2[:, 1:2].expand(2, 4, 5, 4))
+
+
+def test_rope_tables_are_one_op_in_the_compiled_graph() -> None:
+    """torch.compile sees the RoPE tables as one opaque op, computed once per forward (traced
+    through, inductor recomputed sin/cos inside every layer's RoPE kernel); same values."""
+    small = Small()
+    model = Pi0Model(our_config(small)).train()
+    images, masks, tokens, token_mask, state, actions, noise, t = _inputs(small)
+    graphs = []
+
+    def backend(gm, example_inputs):  # keeps the traced graph, runs it as traced
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    try:
+        loss = torch.compile(model, backend=backend)(
+            images, masks, tokens, token_mask, state, actions, noise, t
+        )
+    finally:
+        torch._dynamo.reset()
+    targets = [str(n.target) for g in graphs for n in g.graph.nodes if n.op == "call_function"]
+    assert sum("vlaexp.rotary_tables" in x for x in targets) == 1
+    assert not any(x.endswith(("cos", "sin")) for x in targets)
+    with torch.no_grad():
+        eager = model(images, masks, tokens, token_mask, state, actions, noise, t)
+    torch.testing.assert_close(loss, eager)
+    positions = torch.randint(0, 900, (3, 17))
+    for dtype in (torch.float32, torch.bfloat16):
+        ours, inline = (
+            rotary_tables(positions, 64, dtype),
+            rotary_tables_inline(positions, 64, dtype),
+        )
+        for a, b in zip(ours, inline, strict=True):
+            assert a.dtype == dtype and a.shape == (3, 1, 17, 64) and torch.equal(a, b)
 
 
 def test_state_discretization_is_openpis_rule() -> None:
