@@ -66,6 +66,47 @@ def test_truncated_decoding_is_the_sum_of_the_first_k_codes(trained) -> None:
     assert not torch.allclose(tok.decode(codes, n_layers=1), tok.decode(codes, n_layers=4))
 
 
+def test_normalized_latent_keeps_its_scale_whatever_the_encoder() -> None:
+    """tokenizer.latent_norm: the quantizer sees the encoder's latent layer-normalized, so a
+    latent growing in scale (the diverging fits of experiments/rvq_adaptive) cannot outrun
+    the EMA codebooks; tokenizers saved before the setting existed keep the raw latent."""
+    torch.manual_seed(0)
+    chunks = smooth_chunks(16)
+    normed = RVQTokenizer({**SMALL, "latent_norm": True})
+    z = normed._latent(chunks)
+    torch.testing.assert_close(z.mean(-1), torch.zeros(16, 1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z.var(-1, unbiased=False), torch.ones(16, 1), atol=1e-2, rtol=0)
+    with torch.no_grad():
+        normed.encoder[-1].weight.mul_(100.0)
+        normed.encoder[-1].bias.mul_(100.0)
+    torch.testing.assert_close(normed._latent(chunks), z, atol=1e-2, rtol=0)  # LayerNorm eps
+    raw = RVQTokenizer(SMALL)  # the default of a settings dict without the field
+    assert raw.settings.latent_norm is False
+    raw.load_state_dict(normed.state_dict())  # no parameters of its own: same state dict
+    encoded = normed.encoder(chunks.reshape(16, -1)).reshape(16, 1, 16)
+    torch.testing.assert_close(raw._latent(chunks), encoded)  # the encoder's output as it is
+    assert not torch.allclose(raw._latent(chunks), normed._latent(chunks), atol=0.1)
+
+
+def test_tokenizer_fit_cosine_schedule_ends_at_zero_and_bad_names_are_refused() -> None:
+    from vlaexp.tokenizers.stages import TokenizerModule
+
+    module = TokenizerModule(SMALL, 1e-3, "cosine", 10)
+    conf = module.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    assert conf["lr_scheduler"]["interval"] == "step"
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(1e-3) and all(b < a for a, b in itertools.pairwise(lrs))
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert isinstance(TokenizerModule(SMALL).configure_optimizers(), torch.optim.Adam)
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        TokenizerModule(SMALL, 1e-3, "linear", 10).configure_optimizers()
+
+
 def test_quantizer_dropout_always_keeps_layers_one_and_two() -> None:
     torch.manual_seed(0)
     tok = RVQTokenizer({**SMALL, "kmeans_init": False}).train()

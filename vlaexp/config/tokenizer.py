@@ -28,6 +28,9 @@ class RVQSettings:
     threshold_ema_dead_code: int = 2
     quantize_dropout: bool = True
     commitment_weight: float = 1.0
+    # LayerNorm (no parameters) on the encoder's latent before the quantizer: its scale cannot
+    # run away from the EMA codebooks (experiments/rvq_adaptive). False: tokenizers saved before
+    latent_norm: bool = False
 
     def check(self) -> None:
         for name in ("chunk_size", "action_dim", "latent_steps", "latent_dim", "layers"):
@@ -95,7 +98,9 @@ class RVQTokenizerConfig(RVQSettings):
 
     type: str = "rvq"
     name: str = "rvq"
+    latent_norm: bool = True  # new tokenizers: the fit that does not diverge
     lr: float = 1.0e-3
+    lr_schedule: str = "constant"  # constant | cosine (to zero over fit_steps)
     fit_steps: int = 3000  # Adam steps of the tokenizer_fit stage (not trainer.max_steps)
     fit_batch_size: int = 256  # chunks per step
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
@@ -113,6 +118,7 @@ GROUP_ONLY = (
     "type",
     "name",
     "lr",
+    "lr_schedule",
     "fit_steps",
     "fit_batch_size",
     "monitor",

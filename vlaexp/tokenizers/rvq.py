@@ -96,7 +96,8 @@ class RVQTokenizer(nn.Module):
     def _latent(self, actions: torch.Tensor) -> torch.Tensor:
         s = self.settings
         z = self.encoder(actions.reshape(actions.shape[0], -1))
-        return z.reshape(actions.shape[0], s.latent_steps, s.latent_dim)
+        z = z.reshape(actions.shape[0], s.latent_steps, s.latent_dim)
+        return F.layer_norm(z, (s.latent_dim,)) if s.latent_norm else z
 
     def _actions(self, z: torch.Tensor) -> torch.Tensor:
         s = self.settings

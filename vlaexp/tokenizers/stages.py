@@ -51,7 +51,13 @@ def quantile_normalize(x: np.ndarray, q01: np.ndarray, q99: np.ndarray) -> np.nd
 class TokenizerModule(pl.LightningModule):
     """The RVQ tokenizer on the shared Trainer: batches are normalized chunks float[B, T, A]."""
 
-    def __init__(self, settings: dict[str, Any], lr: float = 1e-3) -> None:
+    def __init__(
+        self,
+        settings: dict[str, Any],
+        lr: float = 1e-3,
+        lr_schedule: str = "constant",
+        steps: int = 3000,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.tokenizer = RVQTokenizer(settings)
@@ -70,7 +76,15 @@ class TokenizerModule(pl.LightningModule):
             self.log(f"rvq/mse_l{k}", mse, prog_bar=k == self.tokenizer.settings.layers)
 
     def configure_optimizers(self) -> Any:
-        return torch.optim.Adam(self.tokenizer.parameters(), lr=self.hparams.lr)
+        opt = torch.optim.Adam(self.tokenizer.parameters(), lr=self.hparams.lr)
+        if self.hparams.lr_schedule == "constant":
+            return opt
+        if self.hparams.lr_schedule != "cosine":
+            raise ConfigError(
+                f"tokenizer.lr_schedule must be constant or cosine, got {self.hparams.lr_schedule}"
+            )
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.hparams.steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
 
 
 def _dataset_actions(ctx: RunContext) -> tuple[np.ndarray, dict[int, range], dict[str, Any]]:
@@ -127,7 +141,7 @@ def fit_stage(ctx: RunContext) -> None:
     log.info("Action chunks: %s", {k: len(v) for k, v in chunks.items()})
     test_name = "test" if len(chunks["test"]) else "val"
     torch.manual_seed(int(cfg.seed))
-    module = TokenizerModule(settings, lr=lr)
+    module = TokenizerModule(settings, lr, tcfg["lr_schedule"], tcfg["fit_steps"])
     from vlaexp.training.trainer import build_trainer
 
     trainer = build_trainer(
