@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # experiments/tabletop_spatial on the GPU machine (device tool): collect, then train Pi0.5 and
 # Pi0 (small widths) side by side on the one GPU, evaluate each in closed loop. Prepare here:
-#   .whl/gpu: hydra-core, omegaconf, antlr4 (pip wheel), lerobot 0.4.4, datasets, dill,
-#             multiprocess, typing-extensions, mujoco, PyOpenGL and numpy 2.2.6 (datasets
-#             cannot write LeRobot's shape-(1,) features under the image's numpy 2.5); Python
-#             3.12 wheels, 29 MB together, so one call carries them (carry: .whl/gpu, .gl)
+#   .whl/dist: the wheels benchmarks/device/env.sh lists and says how to download (numpy
+#             2.2.6 among them: datasets cannot write LeRobot's shape-(1,) features under the
+#             image's numpy 2.5); 30 MB, so one call carries them (carry: .whl/dist, .gl)
 #   .gl:      the glvnd loader debs (benchmarks/device/tabletop_gpu.sh)
 # (benchmarks/device/env.sh installs them, with a stand-in for PyAV.)
 # Run nothing of git in the machine's copy: its .git can be older than the work tree it came with
