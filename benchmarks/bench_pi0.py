@@ -9,7 +9,9 @@ text tokens, chunk 50, fused AdamW. Training is timed eager and with ``torch.com
 (optionally with gradient checkpointing; ``compiled_budget`` with torch's activation memory
 budget, which recomputes the cheapest activations; ``compiled_cuda_graphs`` replays forward
 and backward as CUDA graphs; ``compiled_nocudnn`` keeps training's SDPA off cuDNN;
-``compiled_inline_rope`` lets inductor trace through the RoPE tables; ``autotuned`` searches
+``compiled_dense_mask`` runs training's attention as SDPA over the dense mask instead of
+block by block without a mask (``joint.UNMASKED_BLOCKS``, the default for a batch without
+padding, such as this one), as ``count``, ``compiled_nocudnn`` and ``compiled_inline_rope`` do; ``compiled_inline_rope`` lets inductor trace through the RoPE tables; ``autotuned`` searches
 GEMM kernels); FLOPs are counted once, eager (``--count-batch`` scales a smaller batch's count), with
 ``FlopCounterMode``, on the published shapes (before ``--pad-vision-mlp`` pads SigLIP's MLP
 width with zero weights, work that is not counted); MFU is counted FLOPs / time / 989
@@ -125,16 +127,29 @@ def train_figures(policy: Pi0Policy, args, device, mode: str) -> dict:
         if mode == "compiled_nocudnn"
         else None
     )
+    # "compiled_dense_mask" (and the modes above): SDPA over the dense additive mask, as before
+    # run H, also for this unpadded batch. FLOPs are counted on that path too: the dense
+    # L x L attention, the work the peer's count includes (the unmasked blocks skip the
+    # prefix-to-suffix entries the mask zeroes, ~8% of the attention FLOPs).
+    joint.UNMASKED_BLOCKS = mode not in (
+        "count",
+        "compiled_dense_mask",
+        "compiled_nocudnn",
+        "compiled_inline_rope",
+    )
     batch = args.count_batch or args.batch if mode == "count" else args.batch
     images, masks, tokens, token_mask, state, actions = inputs(policy, batch, device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5, fused=device.type == "cuda")
+    # known on the host, as the policy knows it from its tokenizer (no sync in the step)
+    unpadded = bool(token_mask.all()) and all(bool(m.all()) for m in masks)
 
     def step():
         if graphs:  # a new iteration: the last one's graph outputs may be overwritten
             torch.compiler.cudagraph_mark_step_begin()
         with policy.autocast():
-            loss = forward(images, masks, tokens, token_mask, state, actions).mean()
+            out = forward(images, masks, tokens, token_mask, state, actions, unpadded=unpadded)
+            loss = out.mean()
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -317,6 +332,7 @@ def main() -> int:
             "compiled",
             "compiled_budget",
             "compiled_nocudnn",
+            "compiled_dense_mask",
             "compiled_cuda_graphs",
             "compiled_inline_rope",
             "autotuned",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -94,6 +95,76 @@ def test_loss_matches_the_reference(reference_pair, impl: str) -> None:
     assert got.shape == expected.shape == (3, small.chunk, 32)
     assert abs(got.mean() - expected.mean()) <= 1e-4 * expected.mean()
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["pi0", "pi05"])
+def test_unpadded_batch_attends_block_by_block_without_a_mask(
+    reference_pair, monkeypatch, variant: str
+) -> None:
+    """A batch without padding (both cameras, full prompts) runs each causal block's
+    queries against the keys before the block's end with no mask (cuDNN's fast kernel on a
+    GPU): the loss and gradients of the dense mask, the reference's loss (Pi0); a padded
+    batch keeps the dense mask."""
+    from vlaexp.policies.pi0 import joint
+
+    small, ref, pi0 = reference_pair
+    if variant == "pi0":
+        ours = pi0
+    else:
+        cfg = our_config(small)
+        kept = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.init}
+        torch.manual_seed(0)
+        ours = Pi0Model(Pi05Config(**{**kept, "type": "pi05"}))
+    images, _, tokens, _, state, actions, noise, time = _inputs(small)
+    masks = [torch.ones(3, dtype=torch.bool)] * 2
+    token_mask = torch.ones_like(tokens, dtype=torch.bool)
+    ours.cfg.attention = "sdpa"
+    masked_calls = []
+    real = joint.attention
+
+    def spy(q, k, v, mask, impl):
+        masked_calls.append(mask is not None)
+        return real(q, k, v, mask, impl)
+
+    monkeypatch.setattr(joint, "attention", spy)
+    grads, losses = [], []
+    for unmasked in (True, False):
+        monkeypatch.setattr(joint, "UNMASKED_BLOCKS", unmasked)
+        masked_calls.clear()
+        ours.zero_grad()
+        loss = ours(images, masks, tokens, token_mask, state, actions, noise, time)
+        loss[..., :7].mean().backward()
+        losses.append(loss.detach())
+        grads.append([p.grad.clone() for p in ours.parameters() if p.grad is not None])
+        blocks = 2 if variant == "pi05" else 3  # prefix | (state |) actions
+        if unmasked:  # per layer one call per queried block; the last layer skips the prefix
+            assert masked_calls == [False] * (blocks * small.depth - 1)
+        else:
+            assert masked_calls == [True] * small.depth
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-7)
+    assert len(grads[0]) == len(grads[1]) > 10
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+    if variant == "pi0":
+        with torch.no_grad(), openpi_math(small):
+            expected = ref.forward(images, masks, tokens, token_mask, state, actions, noise, time)
+        torch.testing.assert_close(losses[0], expected, rtol=1e-4, atol=1e-6)
+    # padding (a missing camera) keeps the dense mask even with UNMASKED_BLOCKS
+    monkeypatch.setattr(joint, "UNMASKED_BLOCKS", True)
+    masked_calls.clear()
+    with torch.no_grad():
+        ours(
+            images,
+            [masks[0], torch.tensor([True, False, True])],
+            tokens,
+            token_mask,
+            state,
+            actions,
+            noise,
+            time,
+        )
+    assert masked_calls == [True] * small.depth
+    ours.zero_grad()
 
 
 def _sample(small, ref, openpi_fixes=True):

@@ -377,3 +377,31 @@ def test_advantage_conditioning_prompts_dropout_and_guidance() -> None:
     # beta 0 is the policy without the indicator: same as feeding the unconditioned prompt
     policy.config.advantage.enabled = False
     torch.testing.assert_close(policy.predict_action_chunk(small, noise=noise), a0)
+
+
+def test_policy_knows_on_the_host_whether_a_batch_is_padded(monkeypatch) -> None:
+    """The policy tells the model whether the prefix has padding from the tokenizer's mask
+    and the batch's cameras (no device sync); only an unpadded batch skips the mask."""
+    from vlaexp.policies.pi0 import joint
+
+    policy = tiny("pi05_tiny", "policy.tokenizer_max_length=4")  # the prompt fills 4 tokens
+    batch = make_batch(b=2)
+    policy._inputs(batch)
+    assert policy._unpadded
+    del batch["observation.images.wrist"]
+    policy._inputs(batch)
+    assert not policy._unpadded
+    padded = tiny("pi05_tiny")
+    padded._inputs(make_batch(b=2))
+    assert not padded._unpadded
+    seen = []
+    real = joint.joint_forward
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("block_ends"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("vlaexp.policies.pi0.model.joint_forward", spy)
+    policy(make_batch(b=2))
+    padded(make_batch(b=2))
+    assert seen[0] is not None and seen[1] is None

@@ -221,6 +221,9 @@ INFERENCE_SDPA_BACKENDS: list[SDPBackend] | None = [
 ]
 # SDPA kernels allowed with gradients (training); None = PyTorch's default choice.
 TRAINING_SDPA_BACKENDS: list[SDPBackend] | None = None
+# Without a mask, SDPA gets the key heads as they are (enable_gqa) rather than expanded to
+# every query head (benchmarks/bench_attention.py times both).
+GQA_WITHOUT_MASK = True
 
 
 def expand_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -236,32 +239,37 @@ def expand_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
 
 
 def attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, impl: str
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, impl: str
 ) -> torch.Tensor:
     """Grouped-query attention.
 
     Args:
         q: float[B, H, Lq, D]; k, v: float[B, KVH, Lk, D].
-        mask: additive float[B, 1, Lq, Lk] (0 where allowed, :data:`MASK_VALUE` elsewhere).
+        mask: additive float[B, 1, Lq, Lk] (0 where allowed, :data:`MASK_VALUE` elsewhere),
+            or None: every query attends to every key.
         impl: ``sdpa`` (PyTorch's fused kernels) or ``eager`` (the reference's arithmetic:
             float32 softmax over explicitly repeated key heads).
     Returns:
         float[B, Lq, H * D].
     """
     b, h, lq, d = q.shape
-    mask = mask.to(q.dtype)
+    mask = mask.to(q.dtype) if mask is not None else None
     # Key heads repeated for every query head: SDPA's memory-efficient kernel, the one that
-    # takes an arbitrary mask, does not accept grouped heads (enable_gqa).
-    k, v = expand_heads(k, h), expand_heads(v, h)
+    # takes an arbitrary mask, does not accept grouped heads (enable_gqa). Without a mask
+    # (GQA_WITHOUT_MASK) the kernels take the key heads as they are.
+    gqa = impl == "sdpa" and mask is None and GQA_WITHOUT_MASK and k.shape[1] != h
+    if not gqa:
+        k, v = expand_heads(k, h), expand_heads(v, h)
     if impl == "sdpa":
         backends = TRAINING_SDPA_BACKENDS if torch.is_grad_enabled() else INFERENCE_SDPA_BACKENDS
         if backends is None:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
         else:
             with sdpa_kernel(backends):
-                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
     elif impl == "eager":
-        scores = torch.matmul(q, k.transpose(2, 3)) * d**-0.5 + mask
+        scores = torch.matmul(q, k.transpose(2, 3)) * d**-0.5
+        scores = scores + mask if mask is not None else scores
         out = torch.matmul(scores.softmax(dim=-1, dtype=torch.float32).to(q.dtype), v)
     else:
         raise ValueError(f"policy.attention must be 'sdpa' or 'eager', got '{impl}'")

@@ -40,6 +40,13 @@ from vlaexp.policies.pi0.gemma import (
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: k, v float[B, KVH, L, D]
 
+# A batch without padding, its mask given as causal blocks (``block_ends``), attends block by
+# block without a mask: each block's queries against the keys before its end. SDPA without
+# a mask runs cuDNN's kernel at 3.6x (forward) / 1.6x (backward) the speed of the same kernel
+# reading a dense additive bias (benchmarks/bench_attention.py, experiments/pi0_speed run H).
+# False = always the dense mask (the benchmark's A/B).
+UNMASKED_BLOCKS = True
+
 
 @dataclass
 class Stream:
@@ -67,14 +74,17 @@ def _layer(
     hidden: list[torch.Tensor],
     conds: list[torch.Tensor | None],
     queried: list[bool],
-    mask: torch.Tensor,
+    mask: torch.Tensor | None,
     rope: tuple[torch.Tensor, torch.Tensor],
     past: tuple[torch.Tensor, torch.Tensor] | None,
     impl: str,
     fused: list[FusedWeights | None] | None = None,
+    block_ends: tuple[int, ...] | None = None,
 ) -> tuple[list[torch.Tensor | None], torch.Tensor, torch.Tensor]:
     """One joint layer. ``rope``: cos/sin tables of all new tokens; ``mask``: additive rows
-    of the queried streams; ``fused``: per stream, its stacked projections or None.
+    of the queried streams, or None with ``block_ends`` (no padding, no cache: the queried
+    rows are a tail of whole blocks, each attending to the keys before its end without a
+    mask); ``fused``: per stream, its stacked projections or None.
     Returns (new hidden per stream, None where not queried; k; v)."""
     fused = fused or [None] * len(layers)
     qs, ks, vs, normed_gates, q_slices = [], [], [], [], []
@@ -103,18 +113,26 @@ def _layer(
     out: list[torch.Tensor | None] = [None] * len(layers)
     if not qs:
         return out, k, v
-    q = torch.cat(qs, dim=2)
-    if len(qs) < len(layers):  # RoPE tables of the queried streams only
-        cos = torch.cat([cos[:, :, s] for s in q_slices], dim=2)
-        sin = torch.cat([sin[:, :, s] for s in q_slices], dim=2)
-    q = apply_rotary(q, cos, sin)
-    att = attention(q, k, v, mask, impl)
-    offset = 0
+    q_start = k.shape[2] - sum(q.shape[2] for q in qs)
+    if block_ends is None:
+        q = torch.cat(qs, dim=2)
+        if len(qs) < len(layers):  # RoPE tables of the queried streams only
+            cos = torch.cat([cos[:, :, s] for s in q_slices], dim=2)
+            sin = torch.cat([sin[:, :, s] for s in q_slices], dim=2)
+        q = apply_rotary(q, cos, sin)
+        pieces = [(q_start, k.shape[2], attention(q, k, v, mask, impl))]
+    else:  # each stream's queries stay apart (no cache: rows are positions)
+        rotated = [
+            (s.start, s.stop, apply_rotary(q, cos[:, :, s], sin[:, :, s]))
+            for q, s in zip(qs, q_slices, strict=True)
+        ]
+        pieces = attention_by_blocks(rotated, k, v, block_ends, impl)
+    offset = q_start
     for i, (layer, x, cond, want_q) in enumerate(zip(layers, hidden, conds, queried, strict=True)):
         if not want_q:
             continue
         n = x.shape[1]
-        y = layer.self_attn.o_proj(att[:, offset : offset + n])
+        y = layer.self_attn.o_proj(_rows(pieces, offset, offset + n))
         offset += n
         x = gated_residual(x, y.to(x.dtype), normed_gates[i])
         h, gate = layer.post_attention_layernorm(x, cond)
@@ -122,6 +140,48 @@ def _layer(
         m = layer.mlp(h) if fw is None else mlp_fused(layer.mlp, h, fw[1])
         out[i] = gated_residual(x, m.to(x.dtype), gate)
     return out, k, v
+
+
+def attention_by_blocks(
+    queries: list[tuple[int, int, torch.Tensor]],
+    k: torch.Tensor,
+    v: torch.Tensor,
+    block_ends: tuple[int, ...],
+    impl: str,
+) -> list[tuple[int, int, torch.Tensor]]:
+    """Block-causal attention without padding, one unmasked call per block.
+
+    Args:
+        queries: (first row, end, float[B, H, rows, D]) of consecutive query rows that end
+            the sequence and start at a block boundary; a block inside one of them is a
+            slice of it (Pi0: the prefix stream is one block, the suffix stream two).
+        k, v: float[B, KVH, L, D].
+        block_ends: ascending, the last one L; a query of block j attends to every key
+            before ``block_ends[j]``.
+    Returns:
+        (first row, end, float[B, rows, H * D]) per queried block, in order.
+    """
+    q_start = queries[0][0]
+    pieces, start = [], 0
+    for end in block_ends:
+        if start >= q_start:
+            rows = _rows(queries, start, end, dim=2)
+            pieces.append((start, end, attention(rows, k[:, :, :end], v[:, :, :end], None, impl)))
+        start = end
+    return pieces
+
+
+def _rows(
+    pieces: list[tuple[int, int, torch.Tensor]], start: int, end: int, dim: int = 1
+) -> torch.Tensor:
+    """Rows [start, end) along ``dim`` of a tensor given as (first row, end, tensor) pieces
+    in order; rows within one piece are a view of it (no copy)."""
+    parts = [
+        t.narrow(dim, max(start, s) - s, min(end, e) - max(start, s))
+        for s, e, t in pieces
+        if s < end and e > start
+    ]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=dim)
 
 
 def joint_forward(
@@ -132,6 +192,7 @@ def joint_forward(
     build_cache: bool = False,
     attention_impl: str = "sdpa",
     gradient_checkpointing: bool = False,
+    block_ends: tuple[int, ...] | None = None,
 ) -> tuple[list[torch.Tensor | None], KVCache | None]:
     """Run the streams' stacks layer by layer through one attention.
 
@@ -142,6 +203,10 @@ def joint_forward(
         positions: long[B, L], RoPE positions of the streams' tokens.
         cache: keys/values of earlier tokens per layer (from ``build_cache``), or None.
         build_cache: return the keys/values of every layer (after RoPE).
+        block_ends: only for a mask without padding (no cache): the ends of its causal
+            blocks (ascending, the last one L), the mask being "a token of block j attends
+            to every token before ``block_ends[j]``". The SDPA path then attends block by
+            block without a mask (:data:`UNMASKED_BLOCKS`); ``mask`` is not read.
     Returns:
         (final-normed output per stream, None for streams with ``output=False``; the cache
         built, or None).
@@ -153,13 +218,28 @@ def joint_forward(
     # RoPE tables and the additive mask once for all layers, in the projections' dtype
     dtype = _activation_dtype(streams)
     rope = rotary_tables(positions, streams[0].stack.config.head_dim, dtype)
-    additive = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
-    additive = additive.masked_fill(~mask, MASK_VALUE)[:, None]
+    unmasked = (
+        block_ends is not None and UNMASKED_BLOCKS and cache is None and attention_impl == "sdpa"
+    )
+    if unmasked and block_ends[-1] != sum(lengths):
+        raise ValueError(f"block ends {block_ends} must end at the length {sum(lengths)}")
+    additive = None
     built: KVCache = []
     for i in range(depth):
         last = i == depth - 1
         queried = [s.output or not last for s in streams]
-        rows = _query_rows(additive, lengths, queried)
+        # block by block when the queried rows are a tail of whole blocks
+        first = queried.index(True) if any(queried) else len(queried)
+        tail_start = sum(lengths[:first])
+        blocks = (
+            block_ends
+            if unmasked and all(queried[first:]) and tail_start in (0, *block_ends)
+            else None
+        )
+        if blocks is None and additive is None:
+            additive = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+            additive = additive.masked_fill(~mask, MASK_VALUE)[:, None]
+        rows = _query_rows(additive, lengths, queried) if blocks is None else None
         layers = [s.stack.layers[i] for s in streams]
         fused = [s.fused[i] if s.fused is not None else None for s in streams]
         past = cache[i] if cache is not None else None
@@ -175,11 +255,12 @@ def joint_forward(
                 past,
                 attention_impl,
                 fused,
+                blocks,
                 use_reentrant=False,
             )
         else:
             new, k, v = _layer(
-                layers, hidden, conds, queried, rows, rope, past, attention_impl, fused
+                layers, hidden, conds, queried, rows, rope, past, attention_impl, fused, blocks
             )
         if build_cache:
             built.append((k, v))

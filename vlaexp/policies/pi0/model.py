@@ -48,6 +48,8 @@ class Pi0Model(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.pi05 = cfg.type != "pi0"  # pi05 and the models built on its backbone
+        # causal blocks start at the suffix's first this many tokens (Pi0: state, first action)
+        self.suffix_blocks = 1 if self.pi05 else 2
         ew = cfg.expert.width
         self.vision_tower = build_vision_tower(cfg.vision, cfg.image_size, cfg.attention)
         self.projector = nn.Linear(cfg.vision.width, cfg.vlm.width)
@@ -133,7 +135,7 @@ class Pi0Model(nn.Module):
         # A block starts at the first token and (Pi0) at the first action. Built on the device
         # so that sampling can be captured in a CUDA graph (no host-to-device copies).
         blocks = torch.zeros(b, emb.shape[1], dtype=torch.long, device=x_t.device)
-        blocks[:, : 1 if self.pi05 else 2] = 1
+        blocks[:, : self.suffix_blocks] = 1
         return emb.to(self.compute_dtype()), pad, blocks, cond
 
     # ----- training ---------------------------------------------------------------------
@@ -147,9 +149,17 @@ class Pi0Model(nn.Module):
         actions: torch.Tensor,
         noise: torch.Tensor | None = None,
         time: torch.Tensor | None = None,
+        unpadded: bool | None = None,
     ) -> torch.Tensor:
-        """Flow-matching loss per element, float[B, C, 32] (actions float[B, C, 32])."""
+        """Flow-matching loss per element, float[B, C, 32] (actions float[B, C, 32]).
+
+        ``unpadded``: whether every camera is present and every text token valid, if the
+        caller knows it on the host (the policy does, from the tokenizer); None reads the
+        masks (a device sync, a graph break under torch.compile). Without padding each causal
+        block attends without a mask (joint.UNMASKED_BLOCKS): cuDNN's fast kernel."""
         cfg = self.cfg
+        if unpadded is None:
+            unpadded = bool(torch.stack([token_mask.all(), *(m.all() for m in image_masks)]).all())
         if noise is None:
             noise = torch.randn_like(actions)
         if time is None:
@@ -176,9 +186,16 @@ class Pi0Model(nn.Module):
             positions_from_pad(pad),
             attention_impl=cfg.attention,
             gradient_checkpointing=self.gradient_checkpointing and self.training,
+            block_ends=self.block_ends(prefix.shape[1], pad.shape[1]) if unpadded else None,
         )
         velocity = self.action_out_proj(out[:, -actions.shape[1] :].float())
         return F.mse_loss(velocity, target, reduction="none")
+
+    def block_ends(self, prefix_len: int, length: int) -> tuple[int, ...]:
+        """Where the causal blocks of [prefix, suffix] end (:func:`attention_mask_2d` with
+        the blocks of :meth:`embed_prefix` and :meth:`embed_suffix`): one bidirectional
+        prefix block, then the suffix's."""
+        return (prefix_len, *range(prefix_len + 1, prefix_len + self.suffix_blocks), length)
 
     # ----- inference --------------------------------------------------------------------
     def prefix_cache(self, prefix: Prefix) -> KVCache:

@@ -279,6 +279,11 @@ class Pi0Policy(VLAPolicy):
         tokens, token_mask = tokenize(
             self.tokenizer, self.prompts(tasks, state, advantage), self.config.tokenizer_max_length
         )
+        # whether the prefix has padding, known here on the host (a camera missing from the
+        # batch, the tokenizer's mask before it moves): the model's forward needs no sync
+        self._unpadded = bool(token_mask.all()) and all(
+            image_key(c) in batch for c in self.config.cameras
+        )
         tokens, token_mask = tokens.to(self.device), token_mask.to(self.device)
         return images, masks, tokens, token_mask, (None if self.pi05 else state)
 
@@ -289,7 +294,9 @@ class Pi0Policy(VLAPolicy):
         dim = actions.shape[-1]
         actions = F.pad(actions, (0, self.config.max_action_dim - dim))
         with self.autocast():
-            losses = self.model(images, masks, tokens, token_mask, state, actions)
+            losses = self.model(
+                images, masks, tokens, token_mask, state, actions, unpadded=self._unpadded
+            )
         losses = losses[..., :dim]
         if self.config.mask_padded_actions and "action_is_pad" in batch:
             valid = (~batch["action_is_pad"]).unsqueeze(-1).to(losses.dtype)
