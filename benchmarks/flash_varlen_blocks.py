@@ -9,7 +9,7 @@ packs inside a custom op (autograd saves q, k, v, out, lse only) and runs the pa
 over a loop of per-sequence attentions.
 
 Measured on an H100 (experiments/pi0_speed, run H): exact (the same error against float32 as
-cuDNN with the dense mask), but slower: 4.4-4.6 ms forward + backward per layer against 2.6 ms
+cuDNN with the dense mask), but slower: 4.3-4.6 ms forward + backward per layer against 2.6 ms
 for cuDNN reading the dense bias (FlashAttention-2's kernels at head dim 256 take 1.7 ms alone,
 cuDNN's without a bias 1.1 ms), and the compiled training step went from 0.526 to 0.551 s.
 vlaexp instead attends block by block without a mask when a batch has no padding
