@@ -103,8 +103,8 @@ def test_tokenizer_fit_cosine_schedule_ends_at_zero_and_bad_names_are_refused() 
     assert lrs[0] == pytest.approx(1e-3) and all(b < a for a, b in itertools.pairwise(lrs))
     assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
     assert isinstance(TokenizerModule(SMALL).configure_optimizers(), torch.optim.Adam)
-    with pytest.raises(ConfigError, match="lr_schedule"):
-        TokenizerModule(SMALL, 1e-3, "linear", 10).configure_optimizers()
+    with pytest.raises(ConfigError, match="lr_schedule"):  # refused before any fitting
+        TokenizerModule(SMALL, 1e-3, "linear", 10)
 
 
 def test_quantizer_dropout_always_keeps_layers_one_and_two() -> None:

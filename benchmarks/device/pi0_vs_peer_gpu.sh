@@ -11,13 +11,14 @@
 #     typing-inspection==0.4.5 annotated-types
 #   cp .whl/dist/{lerobot,datasets,dill,multiprocess,typing_extensions,omegaconf,antlr4,hydra_core}*.whl .whl/peer/
 #   cp ../shared/peer/lerobot_pi0_bench.py ../shared/peer/lerobot_pi0_shims.py .whl/peer/
-#   (the PyAV stand-in of env.sh as .whl/peer/av_standin.py: 25 MB in all, without PyAV's 40)
+# (25 MB in all: PyAV's 40 MB wheel stays behind, env.sh's stand-in takes its place)
 #   MODES="compiled compiled_dense_mask" bash benchmarks/device/pi0_vs_peer_gpu.sh
 set -u -o pipefail
 S=$(date +%s) OUT=${OUT:-/tmp/out} PEER=${PEER:-.whl/peer}
 mkdir -p $OUT /tmp/peer/av
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/peer $PEER/*.whl || exit 1
-cp $PEER/av_standin.py /tmp/peer/av/__init__.py
+# env.sh's PyAV stand-in (LeRobot imports av when it loads; nothing here decodes video)
+sed -n "/^  mkdir -p \/tmp\/site\/av/,/^PY$/p" benchmarks/device/env.sh | sed '1d;$d' > /tmp/peer/av/__init__.py
 WHEELS=$PEER MODES=${MODES:-compiled compiled_dense_mask} STEPS=${STEPS:-10} COUNT_BATCH=${COUNT_BATCH:-8} \
   CALL_S=${OURS_S:-370} NAME=${NAME:-h_pi0_train_h200} bash benchmarks/device/pi0_mfu_gpu.sh
 cp benchmarks/results/${NAME:-h_pi0_train_h200}.* $OUT/ 2>/dev/null

@@ -29,7 +29,8 @@ class RVQSettings:
     quantize_dropout: bool = True
     commitment_weight: float = 1.0
     # LayerNorm (no parameters) on the encoder's latent before the quantizer: its scale cannot
-    # run away from the EMA codebooks (experiments/rvq_adaptive). False: tokenizers saved before
+    # run away from the EMA codebooks (experiments/rvq_adaptive). False here, so that tokenizers
+    # saved before the setting existed load as they were fit; new fits set it (below)
     latent_norm: bool = False
 
     def check(self) -> None:

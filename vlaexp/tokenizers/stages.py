@@ -27,6 +27,7 @@ from vlaexp.data.episodes import episode_ranges, split_episodes
 from vlaexp.errors import ConfigError
 from vlaexp.pipeline.context import RunContext
 from vlaexp.tokenizers.rvq import RVQTokenizer
+from vlaexp.training.schedules import warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,10 @@ class TokenizerModule(pl.LightningModule):
         steps: int = 3000,
     ) -> None:
         super().__init__()
+        if lr_schedule not in ("constant", "cosine"):
+            raise ConfigError(
+                f"tokenizer.lr_schedule must be constant or cosine, got {lr_schedule}"
+            )
         self.save_hyperparameters()
         self.tokenizer = RVQTokenizer(settings)
 
@@ -79,11 +84,8 @@ class TokenizerModule(pl.LightningModule):
         opt = torch.optim.Adam(self.tokenizer.parameters(), lr=self.hparams.lr)
         if self.hparams.lr_schedule == "constant":
             return opt
-        if self.hparams.lr_schedule != "cosine":
-            raise ConfigError(
-                f"tokenizer.lr_schedule must be constant or cosine, got {self.hparams.lr_schedule}"
-            )
-        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.hparams.steps)
+        # the project's schedule, without warmup, to zero over the fit
+        cosine = warmup_cosine(opt, 0, self.hparams.steps, final_lr_ratio=0.0)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
 
 
