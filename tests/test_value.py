@@ -58,6 +58,9 @@ def test_hl_gauss_target_is_a_distribution_centred_on_the_value() -> None:
     assert torch.allclose(t[0, 99], t[0, 101])  # symmetric around an interior centre
     # sigma 0.75 bins: about 49% of the mass in the centre bin
     assert float(t[0, 100]) == pytest.approx(0.4950, abs=2e-3)
+    # built on the values' device (a GPU batch's values are not on the CPU): the meta device
+    # stands in for it here, and mixing devices is an error torch raises
+    assert hl_gauss_targets(torch.zeros(3, device="meta")).device.type == "meta"
 
 
 def test_both_losses_and_the_expected_value() -> None:
@@ -92,9 +95,16 @@ def test_metrics_of_a_perfect_and_of_a_shuffled_predictor() -> None:
     assert perfect["mae"] == pytest.approx(0.0, abs=1e-6)
     assert perfect["spearman_median"] == pytest.approx(1.0)
     assert perfect["spearman_pooled"] > 0.99 and perfect["midpoint_auroc"] == 1.0
+    assert perfect["spearman_median_failures"] == pytest.approx(1.0)
     flipped = value_metrics([logits_for(-1 - v) for v in values], values, success)
     assert flipped["spearman_median"] == pytest.approx(-1.0) and flipped["top1"] < 0.5
     assert flipped["midpoint_auroc"] < 0.5
+    # the median is over the successes: flipping only the failures leaves it at 1
+    mixed = [logits_for(v if ok else -1 - v) for v, ok in zip(values, success, strict=True)]
+    half = value_metrics(mixed, values, success)
+    assert half["spearman_median"] == pytest.approx(1.0)
+    assert half["spearman_median_failures"] == pytest.approx(-1.0)
+    assert half["spearman_pooled_successes"] > 0.99 > half["spearman_pooled"]
 
 
 def test_n_step_advantages_by_hand() -> None:

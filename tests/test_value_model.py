@@ -64,6 +64,21 @@ def test_tiny_outputs_are_distributions_over_201_bins_with_values_in_range() -> 
     assert not torch.allclose(model.logits(other), logits)
 
 
+def test_augmentation_applies_in_training_only_when_enabled() -> None:
+    batch = make_batch(b=3)
+    plain = tiny().train()
+    assert torch.equal(plain.logits(batch), plain.logits(batch))  # off by default
+    model = tiny("policy.augment.enabled=true")
+    model.eval()
+    evaluated = model.logits(batch)
+    assert torch.equal(model.logits(batch), evaluated)  # never at evaluation
+    model.train()
+    torch.manual_seed(1)
+    first = model.logits(batch)
+    assert not torch.allclose(first, evaluated)  # training images are perturbed...
+    assert not torch.allclose(model.logits(batch), first)  # ...afresh each time
+
+
 @pytest.mark.parametrize("loss", ["ce", "hl_gauss"])
 def test_both_losses_have_finite_gradients_and_overfit_a_fixed_batch(loss: str) -> None:
     model = tiny(f"policy.loss={loss}").train()
@@ -333,6 +348,15 @@ def test_train_stage_fits_a_value_fn_value_eval_and_value_advantage(
     for key in ("cross_entropy", "top1", "top5", "mae", "spearman_pooled"):
         assert np.isfinite(result[key]) and ctx.metrics[f"value_eval/{key}"] == result[key]
     assert 0 <= result["top1"] <= result["top5"] <= 1
+    # the per-frame predictions the metrics come from: recomputing the MAE from them agrees
+    import csv
+
+    with open(ctx.run_dir / "value_predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 16 and {r["episode_index"] for r in rows} == {str(result["episodes"][0])}
+    assert sorted(int(r["frame_index"]) for r in rows) == list(range(16))
+    mae = np.mean([abs(float(r["value"]) - float(r["expected_value"])) for r in rows])
+    assert mae == pytest.approx(result["mae"], abs=1e-5)
     (plot,) = (ctx.run_dir / "value_plots").glob("episode_*.png")  # the one test episode
     from PIL import Image
 

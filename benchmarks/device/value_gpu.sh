@@ -2,14 +2,15 @@
 # experiments/value_function on the GPU machine (device tool): +experiment=value_tabletop with
 # the small value function on both cameras at 128 px. Carry .whl/dist and .gl (rvq_gpu.sh).
 #   TRAIN_TIME=00:00:01:30 bash benchmarks/device/value_gpu.sh   (RUN names the run dir; KILL_S caps the call)
+#   EXTRA="policy.augment.enabled=true policy.loss=hl_gauss" BATCH=128 ...   (more overrides)
 set -u -o pipefail
 S=$(date +%s)
 WHEELS=${WHEELS:-.whl/dist} source benchmarks/device/env.sh || exit 1
 OUT=${OUT:-/tmp/out}; R=/tmp/runs; RUN=${RUN:-value}; mkdir -p $R $OUT
 timeout -s KILL ${KILL_S:-240} python3 -m vlaexp +experiment=value_tabletop policy=value_fn_small camera=both \
-  trainer=gpu task_suite.resolution=128 policy.image_size=128 data.collect.n_workers=12 data.num_workers=8 data.batch_size=64 \
+  trainer=gpu task_suite.resolution=128 policy.image_size=128 data.collect.n_workers=12 data.num_workers=8 data.batch_size=${BATCH:-64} \
   trainer.max_steps=${MAX_STEPS:-4000} trainer.max_time=${TRAIN_TIME:-00:00:01:30} trainer.val_check_interval=500 \
-  print_config=false paths.root_dir=$R hydra.run.dir=$R/$RUN > $R/$RUN.log 2>&1
+  print_config=false paths.root_dir=$R hydra.run.dir=$R/$RUN ${EXTRA:-} > $R/$RUN.log 2>&1
 echo "rc=$? after $(( $(date +%s) - S )) s"
 grep -aE "expert successes|value_align:|Value function on|max_steps|Time limit" $R/$RUN.log | cut -c1-300
 tail -c 1200 $R/$RUN.log | grep -av Warning

@@ -9,7 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from vlaexp.config.policy import OptimizerConfig, SchedulerConfig, VisionTowerConfig
+from vlaexp.config.policy import (
+    ImageAugmentConfig,
+    OptimizerConfig,
+    SchedulerConfig,
+    VisionTowerConfig,
+)
 from vlaexp.errors import ConfigError
 
 
@@ -67,6 +72,8 @@ class ValueFunctionConfig:
     name: str = "value_fn"
     cameras: list[str] = field(default_factory=lambda: ["agentview", "wrist"])
     image_size: int = 384  # square side images are resized (with padding) to
+    # training-time image augmentation (the policies' recipe; off by default, as for them)
+    augment: ImageAugmentConfig = field(default_factory=ImageAugmentConfig)
     vision: VisionTowerConfig = field(default_factory=VisionTowerConfig)  # So400m/14
     projector_hidden: int = 1152  # MLP vision width -> projector_hidden -> lm.hidden_size
     lm: Gemma3LMConfig = field(default_factory=Gemma3LMConfig)

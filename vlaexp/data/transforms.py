@@ -88,6 +88,20 @@ def augment_images(
     return (x * 2.0 - 1.0).to(images.dtype)
 
 
+def augment_camera(images: torch.Tensor, cfg, camera: str) -> torch.Tensor:
+    """:func:`augment_images` with the settings of an ``ImageAugmentConfig`` (``cfg``) for
+    the images of ``camera``: no crop or rotation for cameras in ``cfg.no_geometric``."""
+    return augment_images(
+        images,
+        cfg.crop_scale,
+        cfg.rotate_deg,
+        cfg.brightness,
+        cfg.contrast,
+        cfg.saturation,
+        geometric=camera not in cfg.no_geometric,
+    )
+
+
 def hwc_uint8_to_chw_float(image: np.ndarray) -> torch.Tensor:
     """uint8[H, W, 3] (a simulator frame) -> float[3, H, W] in [0, 1] (a dataset frame)."""
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:

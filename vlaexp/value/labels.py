@@ -85,7 +85,9 @@ def hl_gauss_targets(values: torch.Tensor, n_bins: int = N_BINS, sigma_bins: flo
     per bin (edges halfway between centres, the outer edges at +-half a bin past -1 and 0),
     renormalized to sum to 1."""
     width = 1.0 / (n_bins - 1)
-    edges = torch.linspace(-1 - width / 2, width / 2, n_bins + 1, dtype=torch.float64)
+    edges = torch.linspace(
+        -1 - width / 2, width / 2, n_bins + 1, dtype=torch.float64, device=values.device
+    )
     sigma = sigma_bins * width
     cdf = torch.special.ndtr((edges - values.double()[..., None]) / sigma)
     mass = cdf[..., 1:] - cdf[..., :-1]

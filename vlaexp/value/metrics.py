@@ -17,7 +17,10 @@ def value_metrics(
     """Per episode float[T, n_bins] logits and true values float[T]: test cross-entropy,
     top-1 / top-5 / within +-5 bins accuracy, MAE of the expected value, Spearman correlation
     of predicted and true values (median over episodes, and pooled), and the AUROC of the
-    predicted value at each episode's midpoint for telling successes (positive) from failures."""
+    predicted value at each episode's midpoint for telling successes (positive) from failures.
+    The per-episode Spearman median is over the successful episodes (``spearman_median``) and,
+    apart, over the failed ones; the pooled Spearman over every frame and, apart, over the
+    successes' frames."""
     from torchmetrics.functional.classification import binary_auroc
 
     all_logits = torch.cat(list(logits))
@@ -27,12 +30,12 @@ def value_metrics(
     ce = float(torch.nn.functional.cross_entropy(all_logits, bins))
     top5 = all_logits.topk(min(5, n_bins), dim=-1).indices
     pred = expected_value(all_logits).numpy()
-    per_episode = []
+    per_episode: dict[bool, list[float]] = {True: [], False: []}  # by outcome
     mids, labels = [], []
     for lg, v, ok in zip(logits, values, success, strict=True):
         ev = expected_value(lg).numpy()
         if len(v) > 2 and np.std(v) > 0 and np.std(ev) > 0:
-            per_episode.append(float(spearmanr(ev, v).statistic))
+            per_episode[bool(ok)].append(float(spearmanr(ev, v).statistic))
         mids.append(float(ev[len(ev) // 2]))
         labels.append(int(bool(ok)))
     auroc = float("nan")
@@ -44,7 +47,25 @@ def value_metrics(
         "top5": float((top5 == bins[:, None]).any(-1).float().mean()),
         "within_5_bins": float(((all_logits.argmax(-1) - bins).abs() <= 5).float().mean()),
         "mae": float(np.mean(np.abs(pred - true))),
-        "spearman_median": float(np.median(per_episode)) if per_episode else float("nan"),
+        # the target's figure: successes only (a failure's clipped start is a run of ties)
+        "spearman_median": _median(per_episode[True]),
+        "spearman_median_failures": _median(per_episode[False]),
         "spearman_pooled": float(spearmanr(pred, true).statistic),
+        "spearman_pooled_successes": _pooled(logits, values, success, True),
         "midpoint_auroc": auroc,
     }
+
+
+def _median(xs: list[float]) -> float:
+    return float(np.median(xs)) if xs else float("nan")
+
+
+def _pooled(logits, values, success, outcome: bool) -> float:
+    """Spearman of predicted and true values over every frame of the episodes with this
+    outcome (nan where there are none)."""
+    keep = [i for i, ok in enumerate(success) if bool(ok) == outcome]
+    if not keep:
+        return float("nan")
+    pred = torch.cat([expected_value(logits[i]) for i in keep]).numpy()
+    true = np.concatenate([values[i] for i in keep])
+    return float(spearmanr(pred, true).statistic)

@@ -31,6 +31,7 @@ from torch import nn
 from transformers import Gemma3TextConfig, Gemma3TextModel, SiglipVisionModel
 
 from vlaexp.config.value import ValueFunctionConfig
+from vlaexp.data.transforms import augment_camera
 from vlaexp.errors import ConfigError, MissingPathError, VlaexpError
 from vlaexp.policies.base import image_key
 from vlaexp.policies.pi0.prompt import load_tokenizer, tokenize
@@ -177,6 +178,8 @@ class ValueFunction(SavesPretrained, pl.LightningModule):
                     f"{image_key(cam)} must be float[B, 3, {size}, {size}] (policy.image_size), "
                     f"got {list(img.shape)}"
                 )
+            if self.training and self.config.augment.enabled:
+                img = augment_camera(img.to(self.device).float(), self.config.augment, cam)
             images.append(img)
         return torch.stack(images)
 

@@ -1,11 +1,14 @@
-"""Stages `value_eval` (the value function's metrics on the test split, as JSON) and
+"""Stages `value_eval` (the value function's metrics on the test split, as JSON, and its
+per-frame predictions, as CSV) and
 `value_advantage` (advantages of every frame, in a derived LeRobotDataset)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,6 +26,7 @@ from vlaexp.value.plots import plot_value_over_time
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "value_eval.json"
+PREDICTIONS_FILE = "value_predictions.csv"  # per test frame: what the metrics are computed from
 
 
 def _value_function(ctx: RunContext, stage: str):
@@ -50,6 +54,20 @@ def _predict(model, loader) -> dict[int, dict[str, list]]:
     return out
 
 
+def write_predictions(path: Path, predicted: dict[int, dict[str, list]], outcomes: dict) -> None:
+    """One row per frame: episode, frame, success, true value, expected predicted value."""
+    with open(path, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["episode_index", "frame_index", "success", "value", "expected_value"])
+        for e in sorted(predicted):
+            expected = expected_value(torch.stack(predicted[e]["logits"])).tolist()
+            ok = int(bool(outcomes[e]["success"]))
+            for frame, value, ev in zip(
+                predicted[e]["frame"], predicted[e]["value"], expected, strict=True
+            ):
+                out.writerow([e, frame, ok, f"{float(value):.6f}", f"{ev:.6f}"])
+
+
 def eval_stage(ctx: RunContext) -> None:
     """Load the value function trained by this run (or ``policy.path``), predict every frame
     of the test episodes and write :func:`value_metrics` to ``<run_dir>/value_eval.json``
@@ -71,6 +89,7 @@ def eval_stage(ctx: RunContext) -> None:
     frames = sum(len(p["value"]) for p in predicted.values())
     result = {"episodes": episodes, "frames": frames, **metrics}
     (ctx.run_dir / METRICS_FILE).write_text(json.dumps(result, indent=2))
+    write_predictions(ctx.run_dir / PREDICTIONS_FILE, predicted, datamodule.outcomes)
     ctx.log_metrics({f"value_eval/{k}": v for k, v in metrics.items()})
     images = {}
     for e in episodes[: cfg.policy.plot_episodes]:

@@ -19,7 +19,7 @@ from transformers.models.gemma.modeling_gemma import GemmaMLP
 from transformers.models.siglip.modeling_siglip import SiglipEncoderLayer
 
 from vlaexp.config.policy import Pi0Config, Pi05Config
-from vlaexp.data.transforms import augment_images
+from vlaexp.data.transforms import augment_camera
 from vlaexp.errors import ConfigError, VlaexpError
 from vlaexp.policies.base import ACTION, STATE, VLAPolicy, image_key
 from vlaexp.policies.pi0.model import CudaGraphSampler, Pi0Model, compile_sampling
@@ -201,17 +201,8 @@ class Pi0Policy(VLAPolicy):
                     "(prepare images with data.transforms.prepare_images at policy.image_size)"
                 )
             img = img.float()
-            aug = self.config.augment
-            if self.training and aug.enabled:
-                img = augment_images(
-                    img,
-                    aug.crop_scale,
-                    aug.rotate_deg,
-                    aug.brightness,
-                    aug.contrast,
-                    aug.saturation,
-                    geometric=cam not in aug.no_geometric,
-                )
+            if self.training and self.config.augment.enabled:
+                img = augment_camera(img, self.config.augment, cam)
             images.append(img)
             masks.append(torch.ones(img.shape[0], dtype=torch.bool, device=img.device))
         return images, masks
