@@ -11,8 +11,9 @@ budget, which recomputes the cheapest activations; ``compiled_cuda_graphs`` repl
 and backward as CUDA graphs; ``compiled_nocudnn`` keeps training's SDPA off cuDNN;
 ``compiled_dense_mask`` runs training's attention as SDPA over the dense mask instead of
 block by block without a mask (``joint.UNMASKED_BLOCKS``, the default for a batch without
-padding, such as this one), as ``count``, ``compiled_nocudnn`` and ``compiled_inline_rope`` do; ``compiled_inline_rope`` lets inductor trace through the RoPE tables; ``autotuned`` searches
-GEMM kernels); FLOPs are counted once, eager (``--count-batch`` scales a smaller batch's count), with
+padding, such as this one), as ``count``, ``compiled_nocudnn`` and ``compiled_inline_rope``
+do; ``compiled_inline_rope`` lets inductor trace through the RoPE tables; ``autotuned``
+searches GEMM kernels); FLOPs are counted once, eager (``--count-batch`` scales a smaller batch's count), with
 ``FlopCounterMode``, on the published shapes (before ``--pad-vision-mlp`` pads SigLIP's MLP
 width with zero weights, work that is not counted); MFU is counted FLOPs / time / 989
 TFLOP/s (H100/H200 dense bf16).
@@ -142,7 +143,7 @@ def train_figures(policy: Pi0Policy, args, device, mode: str) -> dict:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5, fused=device.type == "cuda")
     # known on the host, as the policy knows it from its tokenizer (no sync in the step)
-    unpadded = bool(token_mask.all()) and all(bool(m.all()) for m in masks)
+    unpadded = model.is_unpadded(token_mask, masks)
 
     def step():
         if graphs:  # a new iteration: the last one's graph outputs may be overwritten

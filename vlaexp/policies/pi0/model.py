@@ -159,7 +159,7 @@ class Pi0Model(nn.Module):
         block attends without a mask (joint.UNMASKED_BLOCKS): cuDNN's fast kernel."""
         cfg = self.cfg
         if unpadded is None:
-            unpadded = bool(torch.stack([token_mask.all(), *(m.all() for m in image_masks)]).all())
+            unpadded = self.is_unpadded(token_mask, image_masks)
         if noise is None:
             noise = torch.randn_like(actions)
         if time is None:
@@ -190,6 +190,13 @@ class Pi0Model(nn.Module):
         )
         velocity = self.action_out_proj(out[:, -actions.shape[1] :].float())
         return F.mse_loss(velocity, target, reduction="none")
+
+    @staticmethod
+    def is_unpadded(token_mask: torch.Tensor, image_masks: list[torch.Tensor]) -> bool:
+        """Whether every text token is valid and every camera present: the ``unpadded`` of
+        :meth:`forward` (a device sync when the masks live on the GPU; compute it on the host
+        where the caller can)."""
+        return bool(torch.stack([token_mask.all(), *(m.all() for m in image_masks)]).all())
 
     def block_ends(self, prefix_len: int, length: int) -> tuple[int, ...]:
         """Where the causal blocks of [prefix, suffix] end (:func:`attention_mask_2d` with
