@@ -6,8 +6,10 @@ in each precision of ``rnd.score.precision``, and how closely the reduced ones f
     python benchmarks/bench_rnd.py --fidelity-steps 0    # times only
 
 Times :func:`vlaexp.uncertainty.monitor.score_tokens` (one batched pass per camera, camera
-means, overall, 16x16 maps) on random float32 tokens of Pi0.5's width, after warm-up; the
-precisions take turns within each repeat (the same tokens and machine load; each model's
+means, overall, 16x16 maps) on random float32 tokens of Pi0.5's width, after warm-up; on a
+CPU int8 also as it ran before its two speed-ups (cameras in turn, then also FBGEMM's
+kernels instead of oneDNN's), so each one's share shows side by side; the variants take
+turns within each repeat (the same tokens and machine load; each model's
 weights leave the caches between its passes, as the policy's passes would evict them). The vision tower is not included (the policy computes
 those tokens to act anyway). Issue 6's targets: <= 50 ms on a 2-core CPU, <= 2 ms on an H200.
 
@@ -38,11 +40,13 @@ from report import write
 from scipy.stats import mannwhitneyu, spearmanr
 
 from vlaexp.uncertainty.monitor import score_tokens
-from vlaexp.uncertainty.rnd import PRECISIONS, RND, Int8Linear, for_inference
+from vlaexp.uncertainty.rnd import PRECISIONS, RND, Int8Linear, for_inference, int8_engine
 
 SHIFTS = (20, 45, 90)  # degrees between the training subspace and a shifted set's
 SHORT = {"float32": "fp32", "bfloat16": "bf16", "int8": "int8"}
 SEVEN_BIT = "int8, 7-bit activations (torch's default)"
+INT8_IN_TURN = "int8, cameras in turn"
+INT8_X86 = "int8, x86 engine (FBGEMM), cameras in turn"
 
 
 def sync(device: torch.device) -> None:
@@ -57,19 +61,23 @@ def time_precisions(args, device: torch.device, precisions: list[str]) -> tuple[
     torch.manual_seed(0)
     base = {c: RND(args.dim).to(device).eval() for c in cams}
     n_params = sum(p.numel() for p in base[cams[0]].parameters())
-    models = {p: {c: for_inference(base[c], p) for c in cams} for p in precisions}
+    # label -> (models per camera, cameras side by side); each precision as the stage runs it
+    models = {p: ({c: for_inference(base[c], p) for c in cams}, True) for p in precisions}
+    if "int8" in precisions and args.cameras > 1:  # what the two int8 changes bring, apart
+        models[INT8_IN_TURN] = (models["int8"][0], False)
+        models[INT8_X86] = ({c: for_inference(base[c], "int8", engine="x86") for c in cams}, False)
     del base
     tokens = {c: torch.randn(1, args.tokens, args.dim, device=device) for c in cams}
-    variants = [(p, maps) for p in precisions for maps in (False, True)]
+    variants = [(p, maps) for p in models for maps in (False, True)]
     times: dict = {v: [] for v in variants}
     for p, maps in variants:
         for _ in range(3):
-            score_tokens(models[p], tokens, maps=maps)
+            score_tokens(models[p][0], tokens, maps=maps, parallel=models[p][1])
     for _ in range(args.repeats):
         for p, maps in variants:
             sync(device)
             t0 = time.perf_counter()
-            score_tokens(models[p], tokens, maps=maps)
+            score_tokens(models[p][0], tokens, maps=maps, parallel=models[p][1])
             sync(device)
             times[p, maps].append(1000 * (time.perf_counter() - t0))
     rows = {
@@ -81,7 +89,7 @@ def time_precisions(args, device: torch.device, precisions: list[str]) -> tuple[
             }
             for maps in (False, True)
         }
-        for p in precisions
+        for p in models
     }
     return rows, n_params
 
@@ -191,10 +199,11 @@ def main() -> int:
     target = 2.0 if device.type == "cuda" else 50.0
     table = [
         f"{args.cameras} cameras x {args.tokens} tokens x {args.dim}-D on {device.type} "
-        f"({torch.get_num_threads()} CPU threads, quantized engine "
-        f"{torch.backends.quantized.engine}); {n_params / 1e6:.1f} M parameters per RND, "
+        f"({torch.get_num_threads()} CPU threads; int8 packed for the {int8_engine()} engine "
+        "unless the row says otherwise, the cameras side by side on a CPU unless it says 'in "
+        f"turn'); {n_params / 1e6:.1f} M parameters per RND, "
         f"{gflop:.1f} GFLOP per step; target <= {target:g} ms (read on the median with "
-        f"maps, the stage's default). Median and min of {args.repeats} repeats, the precisions "
+        f"maps, the stage's default). Median and min of {args.repeats} repeats, the variants "
         "taking turns; every repeat's time is in the JSON (`ms_all`).",
         "",
         "| precision | scores only, ms median | ms min | with maps, ms median | ms min | "
@@ -242,7 +251,7 @@ def main() -> int:
         {
             "settings": vars(args),
             "device": device.type,
-            "quantized_engine": torch.backends.quantized.engine,
+            "int8_engine": int8_engine(),
             "gflop_per_step": gflop,
             "target_ms": target,
             "results": rows,

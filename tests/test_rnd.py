@@ -207,7 +207,7 @@ def test_int8_uses_all_8_bits_where_the_cpu_sums_them_exactly(
     trained_small_rnd: tuple[RND, torch.Tensor, torch.Tensor], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rnd, x_in, _ = trained_small_rnd
-    exact = rnd_lib.int8_sums_exactly(torch.backends.quantized.engine)
+    exact = rnd_lib.int8_sums_exactly(rnd_lib.int8_engine())
     full = for_inference(rnd, "int8")
     monkeypatch.setattr(rnd_lib, "int8_sums_exactly", lambda engine: False)  # a CPU without VNNI
     seven = for_inference(rnd, "int8")
@@ -226,6 +226,62 @@ def test_int8_uses_all_8_bits_where_the_cpu_sums_them_exactly(
             k: float((q(x_in) / want - 1).abs().median()) for k, q in (("8", full), ("7", seven))
         }
     assert dev["8"] < 0.75 * dev["7"]  # 2.0-2.7% against 4.1-5.7% over 4 seeds
+
+
+def test_int8_engine_is_chosen_per_model_and_checked(
+    trained_small_rnd: tuple[RND, torch.Tensor, torch.Tensor],
+) -> None:
+    rnd, x_in, _ = trained_small_rnd
+    engines = torch.backends.quantized.supported_engines
+    before = torch.backends.quantized.engine
+    if "onednn" in engines:
+        assert rnd_lib.int8_engine() == "onednn"
+    with pytest.raises(ValueError, match="quantized engine 'tpu' is not in this torch build"):
+        for_inference(rnd, "int8", engine="tpu")
+    with torch.no_grad():
+        want = rnd(x_in)
+        for engine in {"x86", "onednn"} & set(engines):
+            q = for_inference(rnd, "int8", engine=engine)
+            assert q.int8_engine == engine
+            assert torch.backends.quantized.engine == before  # packing leaves the global as is
+            # packed weights carry their kernels: they score under any global engine
+            assert float((q(x_in) / want - 1).abs().median()) < 0.1
+
+
+def test_cameras_score_side_by_side_on_the_cpu() -> None:
+    import threading
+
+    torch.manual_seed(0)
+    models = {"agentview": RND(8).eval(), "wrist": RND(8).eval()}
+    tokens = {c: torch.randn(1, 256, 8) for c in models}
+    seen: list[tuple[str, int, bool]] = []
+
+    def record(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        name = threading.current_thread().name
+        seen.append((name, torch.get_num_threads(), torch.is_grad_enabled()))
+
+    for m in models.values():
+        m.register_forward_hook(record)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        one_by_one = rnd_lib.camera_scores(models, tokens, parallel=False)
+        assert [s[0] for s in seen] == [threading.current_thread().name] * 2
+        seen.clear()
+        side_by_side = rnd_lib.camera_scores(models, tokens)
+        # one worker thread per camera, one core each, no autograd graph built there
+        assert len({s[0] for s in seen}) == 2 and all(s[0].startswith("rnd-score") for s in seen)
+        assert [s[1:] for s in seen] == [(1, False), (1, False)]
+        assert torch.get_num_threads() == 2  # the caller's threads are restored
+        for c in models:
+            torch.testing.assert_close(side_by_side[c], one_by_one[c])
+            assert side_by_side[c].shape == (1, 256) and not side_by_side[c].requires_grad
+        seen.clear()
+        torch.set_num_threads(1)  # fewer threads than cameras: in turn, on the caller's thread
+        rnd_lib.camera_scores(models, tokens)
+        assert [s[0] for s in seen] == [threading.current_thread().name] * 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_int8_rnd_loads_and_scores_on_the_cpu(tmp_path: Path) -> None:

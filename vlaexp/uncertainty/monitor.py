@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlaexp.uncertainty.rnd import RND, spatial_map
+from vlaexp.uncertainty.rnd import RND, camera_scores, spatial_map
 
 SCORES_GLOB = "*/episode_*_uncertainty.pt"
 
@@ -34,17 +34,12 @@ def episode_path(out_dir: Path, group: str, episode_index: int, kind: str = "unc
 
 @torch.no_grad()
 def score_tokens(
-    models: dict[str, RND], tokens: dict[str, torch.Tensor], maps: bool
+    models: dict[str, RND], tokens: dict[str, torch.Tensor], maps: bool, parallel: bool = True
 ) -> list[dict[str, Any]]:
-    """Per-env step records from camera tokens float[B, N, d] (one batched pass per camera):
+    """Per-env step records from camera tokens float[B, N, d] (one batched pass per camera,
+    the cameras side by side on a CPU unless ``parallel`` is off: :func:`camera_scores`):
     ``[{camera: mean score, 'overall': mean over cameras, 'spatial_maps': {...}}] * B``."""
-    missing = sorted(set(tokens) - set(models))
-    if missing:
-        raise KeyError(f"no RND for camera(s) {missing}; have {sorted(models)}")
-    per_cam = {}
-    for cam, t in tokens.items():
-        model = models[cam]
-        per_cam[cam] = model(t.to(model.device)).float().cpu()  # [B, N]
+    per_cam = camera_scores(models, tokens, parallel)  # [B, N] each
     n = next(iter(per_cam.values())).shape[0]
     records = []
     for b in range(n):

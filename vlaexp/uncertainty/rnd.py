@@ -18,6 +18,7 @@ import functools
 import itertools
 import math
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import lightning.pytorch as pl
@@ -151,7 +152,22 @@ def int8_sums_exactly(engine: str) -> bool:
     return abs(float(y) - 255.0) < 2.0  # saturated: about half of it
 
 
-def for_inference(rnd: RND, precision: str = "float32") -> RND:
+def int8_engine(preferred: str | None = None) -> str:
+    """The quantized engine that packs an int8 RND: ``preferred`` when given (an engine this
+    torch lacks is an error), else oneDNN where torch has it: on this project's 2-core AMD
+    EPYC (Zen 4, AVX512-VNNI) its int8 GEMMs ran the full-size RND 10-20% faster than the
+    default x86/FBGEMM engine (``benchmarks/results/rnd_score_cpu.md``), else torch's default."""
+    supported = torch.backends.quantized.supported_engines
+    if preferred is not None:
+        if preferred not in supported:
+            raise ValueError(
+                f"quantized engine '{preferred}' is not in this torch build: choose one of {supported}"
+            )
+        return preferred
+    return "onednn" if "onednn" in supported else torch.backends.quantized.engine
+
+
+def for_inference(rnd: RND, precision: str = "float32", engine: str | None = None) -> RND:
     """A copy of ``rnd`` in eval mode that scores in ``precision`` (``rnd`` is left as it is):
 
     - ``float32``: as trained.
@@ -161,6 +177,8 @@ def for_inference(rnd: RND, precision: str = "float32") -> RND:
       output channel, each pass's activations to 8 bits on the fly), CPU only: ~4x float32 on
       a CPU with VNNI. torch's eager dynamic quantization: torchao's replacement needs
       torch >= 2.11 (lerobot caps torch below it) and was no faster here, even compiled.
+      The weights are packed for ``engine`` (:func:`int8_engine`; packed weights carry their
+      kernels, so the global ``torch.backends.quantized.engine`` is left as it was).
 
     Scores stay float32 in every precision; ``benchmarks/results/rnd_score_cpu.md`` has the
     times and how closely each precision's scores follow float32's."""
@@ -170,17 +188,23 @@ def for_inference(rnd: RND, precision: str = "float32") -> RND:
         return model.to(torch.bfloat16)
     if precision == "float32":
         return model.float()
-    engine = torch.backends.quantized.engine
+    engine = int8_engine(engine)
     full_range = int8_sums_exactly(engine)
-    with warnings.catch_warnings():  # torch.ao.quantization's notice that torchao replaces it
-        warnings.simplefilter("ignore", DeprecationWarning)
-        model = torch.ao.quantization.quantize_dynamic(
-            model.float(),
-            {nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig},
-            dtype=torch.qint8,
-            mapping={nn.Linear: Int8Linear},
-            inplace=True,
-        )
+    before = torch.backends.quantized.engine
+    try:
+        torch.backends.quantized.engine = engine
+        with warnings.catch_warnings():  # torch.ao.quantization's notice that torchao replaces it
+            warnings.simplefilter("ignore", DeprecationWarning)
+            model = torch.ao.quantization.quantize_dynamic(
+                model.float(),
+                {nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig},
+                dtype=torch.qint8,
+                mapping={nn.Linear: Int8Linear},
+                inplace=True,
+            )
+    finally:
+        torch.backends.quantized.engine = before
+    model.int8_engine = engine
     for m in model.modules():
         if isinstance(m, Int8Linear):
             m.reduce_range = not full_range
@@ -229,6 +253,50 @@ def spatial_map(scores: torch.Tensor, size: int | None = None) -> torch.Tensor:
     return up.reshape(*scores.shape[:-1], size, size)
 
 
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _score_with_threads(model: RND, tokens: torch.Tensor, threads: int) -> torch.Tensor:
+    torch.set_num_threads(threads)  # this worker's share of the cores
+    with torch.no_grad():  # grad mode is per thread
+        return model(tokens.to(model.device)).float().cpu()
+
+
+def camera_scores(
+    models: dict[str, RND], tokens: dict[str, torch.Tensor], parallel: bool = True
+) -> dict[str, torch.Tensor]:
+    """Per-token scores float32[..., N] (on the CPU) of every camera's tokens through its RND.
+
+    On the CPU the cameras run side by side, one thread each with an equal share of torch's
+    threads, when there are at least as many threads as cameras: each camera's GEMMs then run
+    on its own cores instead of every GEMM being split over all of them (full size, 2 cores:
+    int8 ~51 ms a step instead of ~57 ms, ``benchmarks/results/rnd_score_cpu.md``). torch
+    has no call that runs two modules concurrently in eager mode, hence the threads (its
+    kernels release the GIL). On a GPU, or with ``parallel=False``, the cameras run one after
+    the other."""
+    global _POOL
+    missing = sorted(set(tokens) - set(models))
+    if missing:
+        raise KeyError(f"no RND for camera(s) {missing}; have {sorted(models)}")
+    cams = list(tokens)
+    total = torch.get_num_threads()
+    on_cpu = all(models[c].device.type == "cpu" for c in cams)
+    if not parallel or len(cams) < 2 or not on_cpu or total < len(cams):
+        with torch.no_grad():
+            return {c: models[c](tokens[c].to(models[c].device)).float().cpu() for c in cams}
+    if _POOL is None or _POOL._max_workers < len(cams):
+        _POOL = ThreadPoolExecutor(len(cams), thread_name_prefix="rnd-score")
+    shares = [total // len(cams) + (i < total % len(cams)) for i in range(len(cams))]
+    try:
+        futures = [
+            _POOL.submit(_score_with_threads, models[c], tokens[c], n)
+            for c, n in zip(cams, shares, strict=True)
+        ]
+        return {c: f.result() for c, f in zip(cams, futures, strict=True)}
+    finally:
+        torch.set_num_threads(total)  # the workers changed torch's default for new threads
+
+
 @torch.no_grad()
 def score_cameras(
     models: dict[str, RND], tokens: dict[str, torch.Tensor], maps: bool = True
@@ -236,16 +304,12 @@ def score_cameras(
     """One step's uncertainty: every camera's tokens float[N, d] through its RND in one
     batched pass. Returns ``{camera: mean score, 'overall': mean over cameras,
     'spatial_maps': {camera: float[g, g]}}`` (maps only when ``maps``)."""
-    missing = sorted(set(tokens) - set(models))
-    if missing:
-        raise KeyError(f"no RND for camera(s) {missing}; have {sorted(models)}")
     out: dict[str, Any] = {}
     grids = {}
-    for cam, t in tokens.items():
-        s = models[cam](t)
+    for cam, s in camera_scores(models, tokens).items():
         out[cam] = float(s.mean())
         if maps:
-            grids[cam] = spatial_map(s.cpu())
+            grids[cam] = spatial_map(s)
     out["overall"] = sum(out[c] for c in tokens) / len(tokens)
     if maps:
         out["spatial_maps"] = grids
