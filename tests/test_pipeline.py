@@ -310,3 +310,59 @@ def test_a_checkpoint_acts_the_same_in_its_training_run_and_evaluated_alone(
     assert actions["trained"].shape == (60, 7)  # 2 episodes x 30 steps
     assert actions["trained"].std() > 0.05  # a policy that acts, not a constant
     np.testing.assert_array_equal(actions["trained"], actions["alone"])
+
+
+def test_a_failed_episode_ends_a_few_steps_into_the_experts_stall(tmp_path: Path) -> None:
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from vlaexp.config.compose import compose_config
+    from vlaexp.data.collect import collect_demonstrations, end_stalled_failure
+    from vlaexp.data.episodes import read_episode_records
+    from vlaexp.sim.rollout import Episode
+    from vlaexp.sim.workers import SuiteSpec
+
+    move, still = np.full(7, 0.5, np.float32), np.zeros(7, np.float32)
+    still[6] = 1.0  # the gripper held closed is no motion
+    acts = [move] * 3 + [still] * 2 + [move] + [still] * 6
+    ep = Episode(0, 0, "x", [{"t": t} for t in range(12)], acts, [0.0] * 12)
+    cut = end_stalled_failure(ep, 3)
+    assert cut.steps == 9 and [o["t"] for o in cut.observations] == list(range(9))
+    assert len(cut.rewards) == 9 and ep.steps == 12  # the first stall (2 steps) is too short
+    assert end_stalled_failure(ep, 7) is ep  # never still that long
+    assert end_stalled_failure(ep, None) is ep
+    ep.success = True
+    assert end_stalled_failure(ep, 3) is ep  # successes are never cut
+    with pytest.raises(ValueError, match="end_failures_after_idle must be >= 1"):
+        end_stalled_failure(Episode(0, 0, "x", actions=acts), 0)
+
+    # wired through collect: a frozen expert's episodes end 5 steps into the freeze
+    cfg = compose_config(
+        [
+            "task_suite=tabletop_spatial",
+            "task_suite.resolution=32",
+            "task_suite.perturbation.freeze=true",
+        ]
+    ).task_suite
+    spec = SuiteSpec(OmegaConf.to_container(cfg, resolve=True), ["agentview"])
+    collect_demonstrations(
+        spec,
+        tmp_path / "d",
+        "test/f",
+        ["agentview"],
+        2,
+        task_ids=[0],
+        use_videos=False,
+        end_failures_after_idle=5,
+    )
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    records = read_episode_records(tmp_path / "d")
+    assert len(records) == 2 and not any(r["success"] for r in records)
+    ds = LeRobotDataset("test/f", root=tmp_path / "d")
+    actions = np.stack(ds.hf_dataset["action"])
+    index = np.stack(ds.hf_dataset["episode_index"])
+    for r in records:
+        assert r["expert_fault"] == "freeze" and r["length"] < r["steps_run"]
+        moves = np.abs(actions[index == r["episode_index"], :6]).sum(axis=1) > 0
+        assert len(moves) == r["length"] and not moves[-5:].any() and moves[-6]

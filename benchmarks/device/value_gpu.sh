@@ -15,5 +15,9 @@ echo "rc=$? after $(( $(date +%s) - S )) s"
 grep -aE "expert successes|value_align:|Value function on|max_steps|Time limit" $R/$RUN.log | cut -c1-300
 tail -c 1200 $R/$RUN.log | grep -av Warning
 cp $R/$RUN/value_eval.json $R/$RUN/value_align/align.json $R/$RUN/csv/metrics.csv $OUT/ 2>/dev/null
-cp $R/$RUN/advantage.json $OUT/ 2>/dev/null; cp $R/$RUN/value_plots/episode_*.png $OUT/ 2>/dev/null
+cp $R/$RUN/advantage.json $R/$RUN/value_predictions.csv $OUT/ 2>/dev/null
+# the episodes' records (lengths, faults) of the dataset the run used, and the plots in one tar
+# (few files come back from the device)
+cp $(ls -td $R/outputs/cache/datasets/*/vlaexp_episodes.jsonl 2>/dev/null | head -1) $OUT/ 2>/dev/null
+(cd $R/$RUN && tar cf $OUT/value_plots.tar value_plots) 2>/dev/null
 ls $OUT

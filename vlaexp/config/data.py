@@ -25,6 +25,10 @@ class CollectConfig:
     # makes the moment of closing/opening chance, which no observation predicts: e.g.
     # [approach, lift, carry, retreat] keeps those phases noise-free.
     action_noise_phases: Any = None
+    # Failed episodes (expert faults) are recorded until the expert has stood still this many
+    # steps (frozen, or its plan run out after the fault), as an operator ends a stalled
+    # attempt; null: to the horizon. Successes are never cut.
+    end_failures_after_idle: Any = None
     # Env processes the expert's episodes roll out in (spawned); the dataset does not depend
     # on it (episodes are written in seed order), so it is left out of the cache key.
     n_workers: int = 1

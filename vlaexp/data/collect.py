@@ -103,6 +103,33 @@ class EpisodeRecorder:
         return self.root
 
 
+def end_stalled_failure(ep: Episode, idle_steps: int | None) -> Episode:
+    """A failed episode's recording ended ``idle_steps`` steps into the expert's first stall
+    (consecutive actions without motion: a frozen expert, or one whose plan has run out after
+    a fault), as an operator ends a stalled attempt; successes and episodes without such a
+    stall are returned as they are (``idle_steps`` None: always). Without it a failure runs
+    to the horizon, and the frames of a still scene carry labels that count down to an end
+    nothing in them shows (issue 7's value function)."""
+    if idle_steps is None or ep.success:
+        return ep
+    if idle_steps < 1:
+        raise ValueError(f"data.collect.end_failures_after_idle must be >= 1, got {idle_steps}")
+    run = 0
+    for t, action in enumerate(ep.actions):
+        run = run + 1 if not np.any(np.asarray(action)[:-1]) else 0  # all but the gripper
+        if run == idle_steps:
+            n = t + 1
+            if n == len(ep.actions):
+                return ep
+            return dataclasses.replace(
+                ep,
+                observations=ep.observations[:n],
+                actions=ep.actions[:n],
+                rewards=ep.rewards[:n],
+            )
+    return ep
+
+
 def collect_demonstrations(
     suite: TaskSuite | SuiteSpec,
     root: str | Path,
@@ -116,6 +143,7 @@ def collect_demonstrations(
     n_workers: int = 1,
     action_noise: float = 0.0,
     action_noise_phases: list[str] | None = None,
+    end_failures_after_idle: int | None = None,
 ) -> dict[str, Any]:
     """Record ``episodes_per_task`` expert episodes of every task into a new dataset at ``root``.
 
@@ -127,8 +155,14 @@ def collect_demonstrations(
     per-task expert success rate. ``action_noise`` > 0 records DART demonstrations: the env
     executes the expert's actions plus that much Gaussian noise on the translation, the
     dataset keeps the expert's own (corrective) actions; ``action_noise_phases`` limits the
-    noise to those phases of the expert (None: all).
+    noise to those phases of the expert (None: all). ``end_failures_after_idle`` ends each
+    failed episode's recording that many steps into the expert's first stall
+    (:func:`end_stalled_failure`).
     """
+    if end_failures_after_idle is not None and end_failures_after_idle < 1:
+        raise ValueError(
+            f"data.collect.end_failures_after_idle must be >= 1 or null, got {end_failures_after_idle}"
+        )
     from vlaexp.sim.actors import ScriptedExpert
     from vlaexp.sim.runner import SimRunner
 
@@ -155,9 +189,12 @@ def collect_demonstrations(
 
     def record(ep: Episode, row: dict[str, Any]) -> None:
         per_task[ep.task_id].append(ep.success)
+        ran = ep.steps
+        ep = end_stalled_failure(ep, end_failures_after_idle)
         if ep.success or keep_failures:
             recorder.add(
                 ep,
+                steps_run=ran,  # > length where the recording ended at a stall
                 failure_mode=row["failure_mode"],
                 expert_fault=row.get("expert_fault"),
                 perturbation=perturbation,

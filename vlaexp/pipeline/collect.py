@@ -55,6 +55,7 @@ def collect_stage(ctx: RunContext) -> None:
             action_noise_phases=None
             if c.action_noise_phases is None
             else list(c.action_noise_phases),
+            end_failures_after_idle=c.end_failures_after_idle,
         )
 
     root = cached_artifact(cfg.paths.cache_dir, "datasets", spec, build, label=cfg.task_suite.name)

@@ -3,6 +3,7 @@ expected value and the true (label) value."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,8 @@ def plot_value_over_time(
     ax.set_ylim(-1.0, 0.0)
     ax.set_xlabel("step")
     ax.set_ylabel("value")
-    ax.set_title(title)
+    # wrapped: a long task instruction otherwise runs off the figure's edges
+    ax.set_title(textwrap.fill(title, 80), fontsize=9)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     path = Path(path)
