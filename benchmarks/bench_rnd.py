@@ -38,15 +38,25 @@ import numpy as np
 import torch
 from report import write
 from scipy.stats import mannwhitneyu, spearmanr
+from torch import nn
 
 from vlaexp.uncertainty.monitor import score_tokens
-from vlaexp.uncertainty.rnd import PRECISIONS, RND, Int8Linear, for_inference, int8_engine
+from vlaexp.uncertainty.rnd import (
+    PRECISIONS,
+    RND,
+    Int8Linear,
+    fold_projection,
+    for_inference,
+    int8_engine,
+    target_network,
+)
 
 SHIFTS = (20, 45, 90)  # degrees between the training subspace and a shifted set's
 SHORT = {"float32": "fp32", "bfloat16": "bf16", "int8": "int8"}
 SEVEN_BIT = "int8, 7-bit activations (torch's default)"
 INT8_IN_TURN = "int8, cameras in turn"
 INT8_X86 = "int8, x86 engine (FBGEMM), cameras in turn"
+FOLDED = "projector folded"
 
 
 def sync(device: torch.device) -> None:
@@ -61,23 +71,42 @@ def time_precisions(args, device: torch.device, precisions: list[str]) -> tuple[
     torch.manual_seed(0)
     base = {c: RND(args.dim).to(device).eval() for c in cams}
     n_params = sum(p.numel() for p in base[cams[0]].parameters())
-    # label -> (models per camera, cameras side by side); each precision as the stage runs it
-    models = {p: ({c: for_inference(base[c], p) for c in cams}, True) for p in precisions}
+    proj = projector(args, device)
+    # label -> (models per camera, cameras side by side, reads features); each precision as
+    # the stage would run it on the projector's tokens, then with the projector folded in
+    models = {p: ({c: for_inference(base[c], p) for c in cams}, True, False) for p in precisions}
     if "int8" in precisions and args.cameras > 1:  # what the two int8 changes bring, apart
-        models[INT8_IN_TURN] = (models["int8"][0], False)
-        models[INT8_X86] = ({c: for_inference(base[c], "int8", engine="x86") for c in cams}, False)
+        models[INT8_IN_TURN] = (models["int8"][0], False, False)
+        models[INT8_X86] = (
+            {c: for_inference(base[c], "int8", engine="x86") for c in cams},
+            False,
+            False,
+        )
+    if proj is not None:
+        for p in precisions:
+            folded = {c: for_inference(fold_projection(base[c], proj), p) for c in cams}
+            models[f"{p}, {FOLDED}"] = (folded, True, True)
     del base
-    tokens = {c: torch.randn(1, args.tokens, args.dim, device=device) for c in cams}
+    features = {
+        c: torch.randn(1, args.tokens, args.features or args.dim, device=device) for c in cams
+    }
+    with torch.no_grad():
+        tokens = features if proj is None else {c: proj(f) for c, f in features.items()}
     variants = [(p, maps) for p in models for maps in (False, True)]
     times: dict = {v: [] for v in variants}
+
+    def run(p: str, maps: bool) -> None:
+        m, parallel, reads_features = models[p]
+        score_tokens(m, features if reads_features else tokens, maps=maps, parallel=parallel)
+
     for p, maps in variants:
         for _ in range(3):
-            score_tokens(models[p][0], tokens, maps=maps, parallel=models[p][1])
+            run(p, maps)
     for _ in range(args.repeats):
         for p, maps in variants:
             sync(device)
             t0 = time.perf_counter()
-            score_tokens(models[p][0], tokens, maps=maps, parallel=models[p][1])
+            run(p, maps)
             sync(device)
             times[p, maps].append(1000 * (time.perf_counter() - t0))
     rows = {
@@ -94,6 +123,16 @@ def time_precisions(args, device: torch.device, precisions: list[str]) -> tuple[
     return rows, n_params
 
 
+def projector(args, device: torch.device) -> nn.Linear | None:
+    """A random stand-in for the policy's vision projector (``--features`` -> ``--dim``), whose
+    folding into the RNDs the stage does by default (``rnd.score.fold_projector``); None
+    without ``--features``."""
+    if not args.features:
+        return None
+    torch.manual_seed(2)
+    return nn.Linear(args.features, args.dim).to(device).eval().requires_grad_(False)
+
+
 def auroc(inside: np.ndarray, shifted: np.ndarray) -> float:
     """P(a shifted token scores above an in-distribution one)."""
     return float(mannwhitneyu(shifted, inside).statistic) / (len(inside) * len(shifted))
@@ -102,13 +141,24 @@ def auroc(inside: np.ndarray, shifted: np.ndarray) -> float:
 def fidelity(args, device: torch.device, precisions: list[str]) -> dict:
     """Train one RND briefly on structured tokens, then score held-out sets in each precision."""
     gen = torch.Generator().manual_seed(1)
-    basis, other = torch.randn(2, args.rank, args.dim, generator=gen) / math.sqrt(args.rank)
+    proj = projector(args, device)
+    width = args.features or args.dim  # the subspace lies in the features when folding
+    basis, other = torch.randn(2, args.rank, width, generator=gen) / math.sqrt(args.rank)
 
-    def tokens(n: int, degrees: float = 0.0) -> torch.Tensor:
+    def features(n: int, degrees: float = 0.0) -> torch.Tensor:
         a = math.radians(degrees)  # rotates the subspace, keeps the tokens' scale
         b = math.cos(a) * basis + math.sin(a) * other
         z = torch.randn(n, args.rank, generator=gen)
-        return (z @ b + 0.1 * torch.randn(n, args.dim, generator=gen)).to(device)
+        return (z @ b + 0.1 * torch.randn(n, width, generator=gen)).to(device)
+
+    def to_tokens(f: torch.Tensor) -> torch.Tensor:
+        if proj is None:
+            return f
+        with torch.no_grad():
+            return proj(f)
+
+    def tokens(n: int, degrees: float = 0.0) -> torch.Tensor:
+        return to_tokens(features(n, degrees))
 
     torch.manual_seed(0)
     rnd = RND(args.dim).to(device)
@@ -124,20 +174,26 @@ def fidelity(args, device: torch.device, precisions: list[str]) -> dict:
     train_s = time.perf_counter() - t0
     rnd.eval()
     n = args.fidelity_tokens
-    sets = {"in": tokens(n), **{f"shifted {d}°": tokens(n, d) for d in SHIFTS}}
-    half = [t for i in range(0, n, 128) for t in (sets["in"][i : i + 128], tokens(128, 45))]
-    sets["mixed"] = torch.cat(half)  # each pass of 256: 128 in, 128 shifted 45°
+    feats = {"in": features(n), **{f"shifted {d}°": features(n, d) for d in SHIFTS}}
+    half = [t for i in range(0, n, 128) for t in (feats["in"][i : i + 128], features(128, 45))]
+    feats["mixed"] = torch.cat(half)  # each pass of 256: 128 in, 128 shifted 45°
+    sets = {k: to_tokens(f) for k, f in feats.items()}
     models = {p: for_inference(rnd, p) for p in dict.fromkeys(["float32", *precisions])}
     if "int8" in precisions:  # what torch's own int8 Linear does: 7-bit activations
         models[SEVEN_BIT] = for_inference(rnd, "int8")
         for m in models[SEVEN_BIT].modules():
             if isinstance(m, Int8Linear):
                 m.reduce_range = True
+    reads_features = set()
+    if proj is not None:
+        for p in dict.fromkeys(["float32", *precisions]):
+            models[f"{p}, {FOLDED}"] = for_inference(fold_projection(rnd.eval(), proj), p)
+            reads_features.add(f"{p}, {FOLDED}")
     with torch.no_grad():
         scores = {
             p: {
                 k: torch.cat([model(x[i : i + 256]) for i in range(0, len(x), 256)]).cpu().numpy()
-                for k, x in sets.items()
+                for k, x in (feats if p in reads_features else sets).items()
             }
             for p, model in models.items()
         }
@@ -168,6 +224,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dim", type=int, default=2048, help="token width (Pi0.5: 2048)")
     parser.add_argument("--tokens", type=int, default=256, help="tokens per camera image")
+    parser.add_argument(
+        "--features",
+        type=int,
+        default=1152,
+        help="vision features the projector widens to --dim (Pi0.5: SigLIP's 1152): adds the "
+        "rows with it folded into the RNDs, the stage's default; 0: none",
+    )
     parser.add_argument("--cameras", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument(
@@ -197,6 +260,11 @@ def main() -> int:
     fid = fidelity(args, device, args.precisions) if args.fidelity_steps > 0 else None
     gflop = 2 * n_params * args.tokens * args.cameras / 1e9  # a multiply-add per weight per token
     target = 2.0 if device.type == "cuda" else 50.0
+    first = target_network(1)[0].out_features  # 1024
+    # folding: both first layers read --features instead of --dim inputs
+    folded_gflop = (
+        gflop - 2 * 2 * first * (args.dim - args.features) * args.tokens * args.cameras / 1e9
+    )
     table = [
         f"{args.cameras} cameras x {args.tokens} tokens x {args.dim}-D on {device.type} "
         f"({torch.get_num_threads()} CPU threads; int8 packed for the {int8_engine()} engine "
@@ -204,7 +272,15 @@ def main() -> int:
         f"turn'); {n_params / 1e6:.1f} M parameters per RND, "
         f"{gflop:.1f} GFLOP per step; target <= {target:g} ms (read on the median with "
         f"maps, the stage's default). Median and min of {args.repeats} repeats, the variants "
-        "taking turns; every repeat's time is in the JSON (`ms_all`).",
+        "taking turns; every repeat's time is in the JSON (`ms_all`)."
+        + (
+            f" Rows '{FOLDED}': the RNDs read {args.features}-D features, a random stand-in "
+            f"for the policy's {args.features} -> {args.dim} projector folded into their first "
+            f"layers (the stage's default, `rnd.score.fold_projector`; {folded_gflop:.1f} "
+            "GFLOP); the other rows read the projected tokens."
+            if args.features
+            else ""
+        ),
         "",
         "| precision | scores only, ms median | ms min | with maps, ms median | ms min | "
         "GFLOP/s (median, scores only) | target |",
@@ -214,7 +290,8 @@ def main() -> int:
         so, wm = r["scores only"], r["with maps"]
         table.append(
             f"| {p} | {so['ms_median']:.1f} | {so['ms_min']:.1f} | {wm['ms_median']:.1f} | "
-            f"{wm['ms_min']:.1f} | {gflop / so['ms_median'] * 1000:.0f} | "
+            f"{wm['ms_min']:.1f} | "
+            f"{(folded_gflop if FOLDED in p else gflop) / so['ms_median'] * 1000:.0f} | "
             f"{'met' if wm['ms_median'] <= target else 'missed'} |"
         )
     if fid:
@@ -225,7 +302,9 @@ def main() -> int:
             "",
             f"Fidelity: one RND's predictor trained {tr['steps']} Adam steps (lr {tr['lr']:g}, "
             f"batch 256, {tr['seconds']:.0f} s; loss {tr['loss_first']:.3f} -> "
-            f"{tr['loss_last']:.3f}) on rank-{args.rank} structured tokens; "
+            f"{tr['loss_last']:.3f}) on rank-{args.rank} structured tokens"
+            + (" (features through the projector)" if args.features else "")
+            + "; "
             f"{fid['tokens_per_set']} held-out tokens per set, scored 256 per pass. Spearman of "
             "per-token scores vs float32 within each set ('mixed': passes of 128 in + 128 "
             "shifted 45°), AUROC in vs shifted, median |score / float32's - 1|.",

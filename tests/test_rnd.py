@@ -23,6 +23,7 @@ from vlaexp.uncertainty import rnd as rnd_lib
 from vlaexp.uncertainty.monitor import score_tokens
 from vlaexp.uncertainty.rnd import (
     RND,
+    FoldedRND,
     Int8Linear,
     RNDModule,
     check_precision,
@@ -246,6 +247,33 @@ def test_int8_engine_is_chosen_per_model_and_checked(
             assert torch.backends.quantized.engine == before  # packing leaves the global as is
             # packed weights carry their kernels: they score under any global engine
             assert float((q(x_in) / want - 1).abs().median()) < 0.1
+
+
+def test_a_folded_projector_scores_the_features_as_the_rnd_scores_their_tokens() -> None:
+    torch.manual_seed(0)
+    with _small_widths():
+        rnd = RND(32).eval()
+    before = {k: v.clone() for k, v in rnd.state_dict().items()}
+    projection = nn.Linear(12, 32)  # narrower features widened to the RND's tokens
+    features = torch.randn(3, 16, 12)
+    folded = rnd_lib.fold_projection(rnd, projection)
+    assert isinstance(folded, FoldedRND) and folded.in_dim == 12 and folded.token_dim == 32
+    assert folded.first.weight.shape == (2 * rnd.target[0].out_features, 12)  # one shared GEMM
+    with torch.no_grad():
+        want = rnd(projection(features))
+        torch.testing.assert_close(folded(features), want, rtol=1e-5, atol=1e-7)
+        for precision, tol in (("bfloat16", 0.05), ("int8", 0.1)):
+            fast = for_inference(folded, precision)
+            assert isinstance(fast, FoldedRND)
+            assert float((fast(features) / want - 1).abs().median()) < tol
+    assert all(torch.equal(v, before[k]) for k, v in rnd.state_dict().items())  # left as it was
+    assert not any(p.requires_grad for p in folded.target_rest.parameters())
+    with pytest.raises(ValueError, match="features are 32-wide, this folded RND reads 12"):
+        folded(torch.randn(2, 32))
+    with pytest.raises(
+        ValueError, match="projection to 16-D tokens cannot feed an RND built for 32"
+    ):
+        rnd_lib.fold_projection(rnd, nn.Linear(12, 16))
 
 
 def test_cameras_score_side_by_side_on_the_cpu() -> None:

@@ -129,7 +129,14 @@ def test_trained_rnds_load_and_score_the_demos_below_unseen_noise(scored) -> Non
 
 def test_runtime_scores_cover_every_step_and_match_an_offline_recomputation(scored) -> None:
     from vlaexp.uncertainty import stages
-    from vlaexp.uncertainty.monitor import load_episode_scores, maps, score_tokens, series
+    from vlaexp.uncertainty.monitor import (
+        load_episode_scores,
+        maps,
+        score_tokens,
+        series,
+        vision_inputs,
+    )
+    from vlaexp.uncertainty.rnd import FoldedRND
 
     ctx = scored
     out = ctx.run_dir / "uncertainty"
@@ -163,6 +170,14 @@ def test_runtime_scores_cover_every_step_and_match_an_offline_recomputation(scor
     batch = policy.observations_to_batch(obs, [metas[1]["task"]])
     rec = score_tokens(models, policy.vision_tokens(batch), maps=False)[0]
     assert rec["overall"] == pytest.approx(series(load_episode_scores(files[1]))[0], rel=1e-4)
+    # what ran: the tiny policy's 96 -> 128 projector folded into the RNDs, which read the
+    # vision tower's features (rnd.score.fold_projector, the default)
+    runtime = stages.checked_models(ctx, policy)
+    assert all(isinstance(m, FoldedRND) and m.in_dim == 96 for m in runtime.values())
+    inputs = vision_inputs(policy, batch, runtime)
+    assert inputs["wrist"].shape[-1] == 96
+    rec = score_tokens(runtime, inputs, maps=False)[0]
+    assert rec["overall"] == pytest.approx(series(load_episode_scores(files[1]))[0], rel=1e-5)
     assert frames["agentview"].shape == (metas[1]["num_steps"], 64, 64, 3)
 
 

@@ -36,6 +36,11 @@ class RNDScoreConfig:
     # What the RNDs score in: float32 | bfloat16 | int8 (CPU only; ~4x float32's speed on a
     # 2-core CPU, ranks tokens as float32 does: benchmarks/results/rnd_score_cpu.md)
     precision: str = "float32"
+    # Score the vision tower's features through RNDs with the policy's linear projector folded
+    # into their first layer (vlaexp.uncertainty.rnd.FoldedRND: the same scores, less
+    # arithmetic where the features are narrower than the tokens, e.g. Pi0.5's 1152 vs 2048);
+    # false: score the projected tokens as the RNDs were trained on them
+    fold_projector: bool = True
 
 
 @dataclass

@@ -22,7 +22,7 @@ from vlaexp.data.episodes import episode_ranges, episode_success
 from vlaexp.data.transforms import prepare_images
 from vlaexp.errors import ConfigError, VlaexpError
 from vlaexp.policies.base import image_key
-from vlaexp.uncertainty.monitor import EpisodeScoreWriter, score_tokens
+from vlaexp.uncertainty.monitor import EpisodeScoreWriter, score_tokens, vision_inputs
 from vlaexp.uncertainty.tokens import TokenStoreWriter, sample_tokens
 
 log = logging.getLogger(__name__)
@@ -205,7 +205,7 @@ def score_recorded_episodes(
         ):
             task = batch["task"][0]
             batch = {k: v.to(policy.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            records = score_tokens(models, policy.vision_tokens(batch), save_maps)
+            records = score_tokens(models, vision_inputs(policy, batch, models), save_maps)
             images = {
                 cam: (r.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
                 for cam, r in raw.items()

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlaexp.uncertainty.rnd import RND, camera_scores, spatial_map
+from vlaexp.uncertainty.rnd import RND, FoldedRND, camera_scores, spatial_map
 
 SCORES_GLOB = "*/episode_*_uncertainty.pt"
 
@@ -33,6 +33,17 @@ def episode_path(out_dir: Path, group: str, episode_index: int, kind: str = "unc
 
 
 @torch.no_grad()
+def vision_inputs(
+    policy: Any, batch: dict[str, Any], models: dict[str, Any]
+) -> dict[str, torch.Tensor]:
+    """What ``models`` read from the policy: its vision tokens, or the vision tower's
+    features before the projector where the projector is folded into them (:class:`FoldedRND`)."""
+    folded = {isinstance(m, FoldedRND) for m in models.values()}
+    if len(folded) > 1:
+        raise ValueError("the RNDs of one run either all read features or all read tokens")
+    return policy.vision_tokens(batch, project=not folded.pop())
+
+
 def score_tokens(
     models: dict[str, RND], tokens: dict[str, torch.Tensor], maps: bool, parallel: bool = True
 ) -> list[dict[str, Any]]:
@@ -154,7 +165,7 @@ class RNDMonitor:
 
         t0 = time.perf_counter()
         batch = self.policy.observations_to_batch(observations, instructions)
-        tokens = self.policy.vision_tokens(batch)
+        tokens = vision_inputs(self.policy, batch, self.models)
         tokens = {cam: tokens[cam] for cam in self.cameras}
         records = score_tokens(self.models, tokens, self.save_maps)
         self.seconds += time.perf_counter() - t0

@@ -100,6 +100,69 @@ class RND(nn.Module):
         return F.mse_loss(self.predictor(x).float(), target.float(), reduction="none").mean(dim=-1)
 
 
+class FoldedRND(nn.Module):
+    """An RND over tokens ``x = P f + b`` of a linear projection (the policy's vision
+    projector), run on the features ``f`` themselves: both networks' first Linear, composed
+    with the projection, become one Linear(k, 2 x 1024) (W P, W b + bias), then each network's
+    remaining layers. The same scores in exact arithmetic (float32: within 1e-6 relative),
+    with fewer multiply-adds where k is narrower than the tokens (Pi0.5: 1152-D SigLIP features
+    for 2048-D tokens, 4.8% of the RND's arithmetic). Built by :func:`fold_projection`."""
+
+    def __init__(self, rnd: RND, projection: nn.Linear) -> None:
+        super().__init__()
+        if projection.out_features != rnd.in_dim:
+            raise ValueError(
+                f"a projection to {projection.out_features}-D tokens cannot feed an RND built "
+                f"for {rnd.in_dim}-D ones"
+            )
+        t0, p0 = rnd.target[0], rnd.predictor[0]
+        if not (
+            isinstance(rnd.target[1], nn.LeakyReLU) and isinstance(rnd.predictor[1], nn.LeakyReLU)
+        ):
+            raise ValueError("both networks must start Linear-LeakyReLU to share a first layer")
+        with torch.no_grad():
+            w = torch.cat([t0.weight, p0.weight]).double()
+            b = torch.cat([t0.bias, p0.bias]).double()
+            pw, pb = projection.weight.double().cpu(), projection.bias
+            pb = torch.zeros(pw.shape[0], dtype=torch.float64) if pb is None else pb.double().cpu()
+            self.first = nn.Linear(projection.in_features, w.shape[0])
+            self.first.weight.copy_((w.cpu() @ pw).float())
+            self.first.bias.copy_((w.cpu() @ pb + b.cpu()).float())
+        self.first.to(t0.weight.device)
+        self.act = copy.deepcopy(rnd.target[1])
+        self.split = t0.out_features
+        self.target_rest = copy.deepcopy(rnd.target[2:]).requires_grad_(False)
+        self.predictor_rest = copy.deepcopy(rnd.predictor[2:])
+        self.in_dim = projection.in_features
+        self.token_dim = rnd.in_dim
+        self.meta = dict(getattr(rnd, "meta", {}))
+
+    input_dtype = RND.input_dtype
+    device = RND.device
+
+    @property
+    def predictor(self) -> nn.Module:  # what input_dtype / device read
+        return self.predictor_rest
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """float[..., k] features -> float32[...] per-token scores, as :meth:`RND.forward`."""
+        if features.shape[-1] != self.in_dim:
+            raise ValueError(
+                f"features are {features.shape[-1]}-wide, this folded RND reads {self.in_dim}"
+            )
+        h = self.act(self.first(features.to(self.input_dtype)))
+        with torch.no_grad():
+            target = self.target_rest(h[..., : self.split].contiguous())
+        pred = self.predictor_rest(h[..., self.split :].contiguous())
+        return F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=-1)
+
+
+def fold_projection(rnd: RND, projection: nn.Linear) -> FoldedRND:
+    """``rnd`` reading the features that ``projection`` maps to its tokens (:class:`FoldedRND`);
+    ``rnd`` is left as it is. Fold before :func:`for_inference` (quantize the folded weights)."""
+    return FoldedRND(rnd, projection).eval()
+
+
 def check_precision(precision: str, device: torch.device | str) -> None:
     """ValueError unless RNDs on ``device`` can score in ``precision``."""
     if precision not in PRECISIONS:
@@ -167,7 +230,9 @@ def int8_engine(preferred: str | None = None) -> str:
     return "onednn" if "onednn" in supported else torch.backends.quantized.engine
 
 
-def for_inference(rnd: RND, precision: str = "float32", engine: str | None = None) -> RND:
+def for_inference(
+    rnd: RND | FoldedRND, precision: str = "float32", engine: str | None = None
+) -> RND | FoldedRND:
     """A copy of ``rnd`` in eval mode that scores in ``precision`` (``rnd`` is left as it is):
 
     - ``float32``: as trained.

@@ -204,10 +204,17 @@ def trained_models(ctx: RunContext) -> Path:
 
 
 def load_models(
-    models_dir: Path, device: torch.device | str, precision: str = "float32"
+    models_dir: Path,
+    device: torch.device | str,
+    precision: str = "float32",
+    projection: torch.nn.Linear | None = None,
+    check: Any = None,
 ) -> dict[str, Any]:
-    """Every camera's trained RND, scoring in ``precision`` (``rnd.score.precision``)."""
-    from vlaexp.uncertainty.rnd import check_precision
+    """Every camera's trained RND, scoring in ``precision`` (``rnd.score.precision``); with
+    ``projection`` (the policy's linear vision projector) folded in, reading the features
+    before it (:func:`~vlaexp.uncertainty.rnd.fold_projection`). ``check(camera, model)``
+    sees each float32 RND (with its ``meta``) before it is folded or converted."""
+    from vlaexp.uncertainty.rnd import check_precision, fold_projection, for_inference
     from vlaexp.uncertainty.train import MODEL_FILE, load_rnd
 
     try:
@@ -215,9 +222,15 @@ def load_models(
     except ValueError as e:
         raise ConfigError(f"rnd.score.precision={precision}: {e}") from e
     results = json.loads((Path(models_dir) / "models.json").read_text())
-    return {
-        cam: load_rnd(Path(models_dir) / cam / MODEL_FILE, device, precision) for cam in results
-    }
+    models = {}
+    for cam in results:
+        model = load_rnd(Path(models_dir) / cam / MODEL_FILE, device)
+        if check is not None:
+            check(cam, model)
+        if projection is not None:
+            model = fold_projection(model, projection)
+        models[cam] = for_inference(model, precision)
+    return models
 
 
 # ----------------------------------------------------------------------------- score
@@ -333,10 +346,11 @@ def checked_models(ctx: RunContext, policy: Any) -> dict[str, Any]:
     if "rnd_models" in ctx.objects:
         return ctx.objects["rnd_models"]
     models_dir = Path(ctx.artifacts.get("rnd_models") or trained_models(ctx))
-    models = load_models(models_dir, policy.device, ctx.cfg.rnd.score.precision)
     want_type = task_type(ctx.cfg)
-    width = policy.model.projector.out_features
-    for cam, model in models.items():
+    projector = policy.model.projector
+    width = projector.out_features
+
+    def check(cam: str, model: Any) -> None:
         meta = model.meta
         problems = []
         if meta["camera"] != cam:
@@ -349,6 +363,23 @@ def checked_models(ctx: RunContext, policy: Any) -> dict[str, Any]:
             raise ConfigError(
                 f"The RND for '{cam}' in {models_dir} does not fit: " + "; ".join(problems)
             )
+
+    # folding pays where the projector widens its features (Pi0.5: 1152 -> 2048)
+    fold = ctx.cfg.rnd.score.fold_projector and projector.in_features < projector.out_features
+    models = load_models(
+        models_dir,
+        policy.device,
+        ctx.cfg.rnd.score.precision,
+        projection=projector if fold else None,
+        check=check,
+    )
+    if fold:
+        log.info(
+            "RNDs read the %d-D vision features, the %d -> %d projector folded in",
+            projector.in_features,
+            projector.in_features,
+            width,
+        )
     missing = sorted(set(rnd_cameras(ctx.cfg, policy)) - set(models))
     if missing:
         raise ConfigError(f"No RND for camera(s) {missing} in {models_dir} (has {sorted(models)})")

@@ -77,16 +77,17 @@ class Pi0Model(nn.Module):
         """The residual stream's dtype: that of the Gemma weights (float32 or bfloat16)."""
         return self.vlm.layers[0].self_attn.q_proj.weight.dtype
 
-    def embed_images(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
+    def embed_images(self, images: list[torch.Tensor], project: bool = True) -> list[torch.Tensor]:
         """Each float[B, 3, S, S] in [-1, 1] -> float[B, tokens, vlm width]; one SigLIP pass
         for all cameras. Not rescaled (openpi's PaliGemma; stock transformers divides by
-        sqrt(width) here)."""
+        sqrt(width) here). ``project=False``: the vision tower's features (float[B, tokens,
+        vision width]) before the projector."""
         pixels = torch.cat(images, dim=0)
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
             hidden = checkpoint(self.vision_tower, pixels, use_reentrant=False)
         else:
             hidden = self.vision_tower(pixels)
-        feats = self.projector(hidden)
+        feats = self.projector(hidden) if project else hidden
         return list(feats.chunk(len(images), dim=0))
 
     def embed_prefix(

@@ -320,13 +320,16 @@ class Pi0Policy(VLAPolicy):
         return self.normalizer.unnormalize(ACTION, actions[..., : self.config.action_dim].float())
 
     @torch.no_grad()
-    def vision_tokens(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def vision_tokens(self, batch: dict[str, Any], project: bool = True) -> dict[str, torch.Tensor]:
         """The image tokens the prefix starts with (vision tower + projector), per camera in
         the batch: ``{camera: float32[B, tokens, vlm width]}``. This is the tap that RND
-        uncertainty reads: the policy's own view of the scene, prepared as for acting."""
+        uncertainty reads: the policy's own view of the scene, prepared as for acting.
+        ``project=False``: the vision tower's features before the (linear) projector
+        ``self.model.projector``, ``float32[B, tokens, vision width]``, which RNDs with the
+        projector folded in read (``vlaexp.uncertainty.rnd.FoldedRND``)."""
         images, masks = self._images(batch)
         with self.autocast():
-            feats = self.model.embed_images(images)
+            feats = self.model.embed_images(images, project=project)
         return {
             cam: f.float()
             for cam, f, m in zip(self.config.cameras, feats, masks, strict=True)
