@@ -44,6 +44,7 @@ def vision_inputs(
     return policy.vision_tokens(batch, project=not folded.pop())
 
 
+@torch.no_grad()
 def score_tokens(
     models: dict[str, RND], tokens: dict[str, torch.Tensor], maps: bool, parallel: bool = True
 ) -> list[dict[str, Any]]:
