@@ -3,6 +3,9 @@
 # the small value function on both cameras at 128 px. Carry .whl/dist and .gl (rvq_gpu.sh).
 #   TRAIN_TIME=00:00:01:30 bash benchmarks/device/value_gpu.sh   (RUN names the run dir; KILL_S caps the call)
 #   EXTRA="policy.augment.enabled=true policy.loss=hl_gauss" BATCH=128 ...   (more overrides)
+# On a fresh machine the stages before training take ~2.5 min (collect, stage 1) and value_eval
+# ~1.5 min after it: with KILL_S=540, TRAIN_TIME 00:00:06:00 left value_eval killed once
+# (experiments/value_function, value4); keep TRAIN_TIME <= KILL_S - 4.5 min.
 set -u -o pipefail
 S=$(date +%s)
 WHEELS=${WHEELS:-.whl/dist} source benchmarks/device/env.sh || exit 1
