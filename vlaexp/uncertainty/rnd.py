@@ -217,9 +217,12 @@ def int8_sums_exactly(engine: str) -> bool:
 
 def int8_engine(preferred: str | None = None) -> str:
     """The quantized engine that packs an int8 RND: ``preferred`` when given (an engine this
-    torch lacks is an error), else oneDNN where torch has it: on this project's 2-core AMD
-    EPYC (Zen 4, AVX512-VNNI) its int8 GEMMs ran the full-size RND 10-20% faster than the
-    default x86/FBGEMM engine (``benchmarks/results/rnd_score_cpu.md``), else torch's default."""
+    torch lacks is an error), else oneDNN where torch has it, else torch's default. On this
+    project's 2-core AMD EPYC (Zen 4, AVX512-VNNI) oneDNN's and the default x86/FBGEMM
+    engine's kernels score the full-size RND about as fast with the cameras in turn (61.5 vs
+    61.7 ms, 0-9% apart over four runs), but only oneDNN's gain from :func:`camera_scores`
+    running the cameras side by side (51.6 ms; FBGEMM's did not in a probe):
+    ``benchmarks/results/rnd_score_cpu.md``."""
     supported = torch.backends.quantized.supported_engines
     if preferred is not None:
         if preferred not in supported:
@@ -318,7 +321,7 @@ def spatial_map(scores: torch.Tensor, size: int | None = None) -> torch.Tensor:
     return up.reshape(*scores.shape[:-1], size, size)
 
 
-_POOL: ThreadPoolExecutor | None = None
+_POOL: tuple[ThreadPoolExecutor, int] | None = None  # the cameras' threads and their number
 
 
 def _score_with_threads(model: RND, tokens: torch.Tensor, threads: int) -> torch.Tensor:
@@ -334,8 +337,8 @@ def camera_scores(
 
     On the CPU the cameras run side by side, one thread each with an equal share of torch's
     threads, when there are at least as many threads as cameras: each camera's GEMMs then run
-    on its own cores instead of every GEMM being split over all of them (full size, 2 cores:
-    int8 ~51 ms a step instead of ~57 ms, ``benchmarks/results/rnd_score_cpu.md``). torch
+    on its own cores instead of every GEMM being split over all of them (full size, 2 cores,
+    int8: 51.6 ms a step instead of 61.5 ms, ``benchmarks/results/rnd_score_cpu.md``). torch
     has no call that runs two modules concurrently in eager mode, hence the threads (its
     kernels release the GIL). On a GPU, or with ``parallel=False``, the cameras run one after
     the other."""
@@ -349,12 +352,12 @@ def camera_scores(
     if not parallel or len(cams) < 2 or not on_cpu or total < len(cams):
         with torch.no_grad():
             return {c: models[c](tokens[c].to(models[c].device)).float().cpu() for c in cams}
-    if _POOL is None or _POOL._max_workers < len(cams):
-        _POOL = ThreadPoolExecutor(len(cams), thread_name_prefix="rnd-score")
+    if _POOL is None or _POOL[1] < len(cams):
+        _POOL = (ThreadPoolExecutor(len(cams), thread_name_prefix="rnd-score"), len(cams))
     shares = [total // len(cams) + (i < total % len(cams)) for i in range(len(cams))]
     try:
         futures = [
-            _POOL.submit(_score_with_threads, models[c], tokens[c], n)
+            _POOL[0].submit(_score_with_threads, models[c], tokens[c], n)
             for c, n in zip(cams, shares, strict=True)
         ]
         return {c: f.result() for c, f in zip(cams, futures, strict=True)}

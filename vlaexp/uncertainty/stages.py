@@ -224,7 +224,7 @@ def load_models(
     results = json.loads((Path(models_dir) / "models.json").read_text())
     models = {}
     for cam in results:
-        model = load_rnd(Path(models_dir) / cam / MODEL_FILE, device)
+        model = load_rnd(Path(models_dir) / cam / MODEL_FILE, device, precision=None)
         if check is not None:
             check(cam, model)
         if projection is not None:

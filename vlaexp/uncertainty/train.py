@@ -133,9 +133,12 @@ def train_rnd(
     }
 
 
-def load_rnd(path: Path, device: torch.device | str = "cpu", precision: str = "float32") -> RND:
+def load_rnd(
+    path: Path, device: torch.device | str = "cpu", precision: str | None = "float32"
+) -> RND:
     """An RND saved by :func:`train_rnd`, in eval mode on ``device``, scoring in ``precision``
-    (:func:`~vlaexp.uncertainty.rnd.for_inference`: float32, bfloat16, or int8 on the CPU)."""
+    (:func:`~vlaexp.uncertainty.rnd.for_inference`: float32, bfloat16, or int8 on the CPU);
+    ``precision=None``: float32 as read, for a caller that converts it itself (no copy)."""
     path = Path(path)
     if not path.is_file():
         raise VlaexpError(f"No trained RND at {path}: run the rnd_train stage")
@@ -147,4 +150,5 @@ def load_rnd(path: Path, device: torch.device | str = "cpu", precision: str = "f
     model.load_state_dict(data["state_dict"])
     # what it was trained for travels with it, so a mismatched RND is refused before scoring
     model.meta = {k: data.get(k) for k in ("in_dim", "camera", "task_type", "val_loss")}
-    return for_inference(model.to(device), precision)
+    model = model.to(device).eval()
+    return model if precision is None else for_inference(model, precision)
