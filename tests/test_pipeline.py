@@ -357,12 +357,18 @@ def test_a_failed_episode_ends_a_few_steps_into_the_experts_stall(tmp_path: Path
     )
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
+    from vlaexp.data.episodes import episode_outcomes
+
     records = read_episode_records(tmp_path / "d")
     assert len(records) == 2 and not any(r["success"] for r in records)
     ds = LeRobotDataset("test/f", root=tmp_path / "d")
     actions = np.stack(ds.hf_dataset["action"])
     index = np.stack(ds.hf_dataset["episode_index"])
+    outcomes = {o["episode_index"]: o for o in episode_outcomes(ds.meta)}  # what value labels read
     for r in records:
         assert r["expert_fault"] == "freeze" and r["length"] < r["steps_run"]
         moves = np.abs(actions[index == r["episode_index"], :6]).sum(axis=1) > 0
         assert len(moves) == r["length"] and not moves[-5:].any() and moves[-6]
+        # the expert's action count when it froze: its first still action is frame step - 1
+        assert r["expert_fault_step"] - 1 == r["length"] - 5
+        assert outcomes[r["episode_index"]]["fault_frame"] == r["length"] - 5

@@ -107,6 +107,29 @@ def test_metrics_of_a_perfect_and_of_a_shuffled_predictor() -> None:
     assert half["spearman_pooled_successes"] > 0.99 > half["spearman_pooled"]
 
 
+def test_midpoint_auroc_over_failures_faulted_by_their_midpoint() -> None:
+    # two successes predicted -0.3 at the midpoint; failure A's fault struck before its
+    # midpoint and it is predicted low there (-0.8), failure B's came after and it still looks
+    # like a success (-0.1): the plain AUROC is 0.5, over faulted failures alone 1.0
+    def const(v: float, n: int = 10) -> torch.Tensor:
+        lg = torch.full((n, 201), -50.0)
+        lg[:, int(value_to_bin(np.array([v]))[0])] = 50.0
+        return lg
+
+    logits = [const(-0.3), const(-0.3), const(-0.8), const(-0.1)]
+    values = [np.linspace(-0.6, 0.0, 10)] * 2 + [np.linspace(-1.0, -0.4, 10)] * 2
+    success = [True, True, False, False]
+    m = value_metrics(logits, values, success, [None, None, 2, 7])
+    assert m["midpoint_auroc"] == pytest.approx(0.5)
+    assert m["midpoint_auroc_faulted"] == pytest.approx(1.0)
+    assert m["failures_faulted_by_midpoint"] == 1 and m["failures_fault_known"] == 2
+    # the fault at the midpoint frame itself (5 of 10) counts; an unknown one is left out
+    m = value_metrics(logits, values, success, [None, None, 5, None])
+    assert m["failures_faulted_by_midpoint"] == 1 and m["failures_fault_known"] == 1
+    assert m["midpoint_auroc_faulted"] == pytest.approx(1.0)
+    assert "midpoint_auroc_faulted" not in value_metrics(logits, values, success)
+
+
 def test_n_step_advantages_by_hand() -> None:
     from vlaexp.value.advantage import n_step_advantages
 

@@ -197,6 +197,7 @@ def collect_demonstrations(
                 steps_run=ran,  # > length where the recording ended at a stall
                 failure_mode=row["failure_mode"],
                 expert_fault=row.get("expert_fault"),
+                expert_fault_step=row.get("expert_fault_step"),  # the expert's step it struck
                 perturbation=perturbation,
             )
         if len(per_task[ep.task_id]) == episodes_per_task:

@@ -76,11 +76,16 @@ def split_episodes(
 
 
 def episode_outcomes(meta, hf_dataset=None) -> list[dict]:
-    """Per episode ``{"episode_index", "task", "length", "success"}`` (what value labels are
-    made of): the task text and frame count from LeRobot's episode table, the success flag
-    from :func:`episode_success` (None where the dataset records none)."""
+    """Per episode ``{"episode_index", "task", "length", "success", "fault_frame"}`` (what value
+    labels are made of): the task text and frame count from LeRobot's episode table, the
+    success flag from :func:`episode_success` (None where the dataset records none), and the
+    frame at which a scripted expert's fault struck (from the sidecar; None if unrecorded)."""
     table = meta.episodes
     success = episode_success(meta.root, hf_dataset) or {}
+    fault_step = {
+        int(r["episode_index"]): r.get("expert_fault_step")
+        for r in read_episode_records(meta.root) or []
+    }
     out = []
     for e, tasks, a, b in zip(
         table["episode_index"],
@@ -95,6 +100,10 @@ def episode_outcomes(meta, hf_dataset=None) -> list[dict]:
                 "task": tasks[0] if isinstance(tasks, list | tuple) else tasks,
                 "length": int(b) - int(a),
                 "success": success.get(int(e)),
+                # the expert's action count when its fault struck (0: from the start) -> the frame
+                "fault_frame": None
+                if fault_step.get(int(e)) is None
+                else max(fault_step[int(e)] - 1, 0),
             }
         )
     return out

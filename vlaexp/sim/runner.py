@@ -153,7 +153,7 @@ class SimRunner:
                 for ix, (ep, mode, seconds, fault) in enumerate(episodes, start=first):
                     rows.append(self._row(ix, ep, mode, seconds))
                     if expert:
-                        rows[-1]["expert_fault"] = fault
+                        rows[-1]["expert_fault"], rows[-1]["expert_fault_step"] = fault
                     if self.episode_sink is not None:
                         self.episode_sink(ep, rows[-1])
                     if self.monitor is not None:
@@ -190,9 +190,9 @@ class SimRunner:
         policy: Any,
         expert: bool,
         first: int,
-    ) -> list[tuple[Episode, str | None, float, str | None]]:
-        """Run one episode per worker in lockstep; (episode, failure mode, seconds, the
-        scripted expert's fault or None) each."""
+    ) -> list[tuple[Episode, str | None, float, tuple[str | None, int | None]]]:
+        """Run one episode per worker in lockstep; (episode, failure mode, seconds, (the
+        scripted expert's fault or None, the expert's action count when it struck)) each."""
         t0 = time.time()
         for w, (task_id, seed) in zip(workers, batch, strict=True):
             w.send("reset", task_id, seed, expert, self.expert_noise, self.expert_noise_phases)
@@ -242,7 +242,7 @@ class SimRunner:
         seconds = (time.time() - t0) / len(batch)
         out = []
         for i, ep in enumerate(eps):
-            mode = fault = None
+            mode, fault = None, (None, None)
             if not ep.success:
                 workers[i].send("failure_mode")
                 mode = workers[i].recv()

@@ -106,9 +106,10 @@ class _EnvSlot:
         assert self.env is not None
         return self.env.failure_mode()
 
-    def expert_fault(self) -> str | None:
-        """The fault the scripted expert was given this episode (suites with faults), else None."""
-        return getattr(self.expert, "fault", None)
+    def expert_fault(self) -> tuple[str | None, int | None]:
+        """The fault the scripted expert was given this episode (suites with faults), else None,
+        and the step it took effect (None if it never did, or no fault)."""
+        return getattr(self.expert, "fault", None), getattr(self.expert, "fault_step", None)
 
     def close(self) -> None:
         if self.env is not None:

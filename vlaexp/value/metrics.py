@@ -12,7 +12,10 @@ from vlaexp.value.labels import expected_value, value_to_bin
 
 
 def value_metrics(
-    logits: Sequence[torch.Tensor], values: Sequence[np.ndarray], success: Sequence[bool]
+    logits: Sequence[torch.Tensor],
+    values: Sequence[np.ndarray],
+    success: Sequence[bool],
+    fault_frames: Sequence[int | None] | None = None,
 ) -> dict[str, float]:
     """Per episode float[T, n_bins] logits and true values float[T]: test cross-entropy,
     top-1 / top-5 / within +-5 bins accuracy, MAE of the expected value, Spearman correlation
@@ -20,7 +23,12 @@ def value_metrics(
     predicted value at each episode's midpoint for telling successes (positive) from failures.
     The per-episode Spearman median is over the successful episodes (``spearman_median``) and,
     apart, over the failed ones; the pooled Spearman over every frame and, apart, over the
-    successes' frames."""
+    successes' frames.
+
+    ``fault_frames`` (per episode, the frame a scripted fault struck, None if unknown) adds
+    how many failures had their fault at or before their midpoint frame, and the midpoint
+    AUROC of successes against those failures alone: a failure whose fault comes later looks
+    like a success at its midpoint to any model of the frames so far."""
     from torchmetrics.functional.classification import binary_auroc
 
     all_logits = torch.cat(list(logits))
@@ -41,6 +49,26 @@ def value_metrics(
     auroc = float("nan")
     if 0 < sum(labels) < len(labels):
         auroc = float(binary_auroc(torch.tensor(mids), torch.tensor(labels)))
+    faulted: dict[str, float] = {}
+    if fault_frames is not None:
+        # failures whose fault struck by the midpoint frame; unknown fault frames are left out
+        seen = [
+            not ok and f is not None and f <= len(v) // 2
+            for v, ok, f in zip(values, success, fault_frames, strict=True)
+        ]
+        keep = [i for i, ok in enumerate(labels) if ok or seen[i]]
+        sub = [labels[i] for i in keep]
+        faulted = {
+            "failures_faulted_by_midpoint": int(sum(seen)),
+            "failures_fault_known": int(
+                sum(not ok and f is not None for ok, f in zip(success, fault_frames, strict=True))
+            ),
+            "midpoint_auroc_faulted": float(
+                binary_auroc(torch.tensor([mids[i] for i in keep]), torch.tensor(sub))
+            )
+            if 0 < sum(sub) < len(sub)
+            else float("nan"),
+        }
     return {
         "cross_entropy": ce,
         "top1": float((all_logits.argmax(-1) == bins).float().mean()),
@@ -53,6 +81,7 @@ def value_metrics(
         "spearman_pooled": float(spearmanr(pred, true).statistic),
         "spearman_pooled_successes": _pooled(logits, values, success, True),
         "midpoint_auroc": auroc,
+        **faulted,
     }
 
 

@@ -85,6 +85,7 @@ def eval_stage(ctx: RunContext) -> None:
         [torch.stack(predicted[e]["logits"]) for e in episodes],
         [torch.stack(predicted[e]["value"]).numpy().astype(np.float64) for e in episodes],
         [bool(datamodule.outcomes[e]["success"]) for e in episodes],
+        [datamodule.outcomes[e].get("fault_frame") for e in episodes],
     )
     frames = sum(len(p["value"]) for p in predicted.values())
     result = {"episodes": episodes, "frames": frames, **metrics}
