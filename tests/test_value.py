@@ -130,6 +130,19 @@ def test_midpoint_auroc_over_failures_faulted_by_their_midpoint() -> None:
     assert "midpoint_auroc_faulted" not in value_metrics(logits, values, success)
 
 
+def test_an_episode_of_one_repeated_frame_has_no_ranking_not_a_nan_median() -> None:
+    # a failure frozen from its first frame: 20 identical predictions, whose float32 std is
+    # not 0 (rounding in the mean: 1.2e-7 here), which once made the failures' median nan
+    frozen = torch.zeros(20, 201)
+    frozen[:, 7], frozen[:, 3] = 10.0, 9.0
+    assert np.std(expected_value(frozen).numpy()) > 0
+    ramp = torch.full((20, 201), -50.0)
+    ramp[torch.arange(20), torch.arange(100, 200, 5)] = 50.0
+    values = [np.linspace(-0.5, -0.1, 20), np.linspace(-0.5, 0.0, 20), np.linspace(-0.9, -0.4, 20)]
+    m = value_metrics([ramp, ramp, frozen], values, [True, False, False])
+    assert m["spearman_median_failures"] == pytest.approx(1.0)  # the frozen one is left out
+
+
 def test_n_step_advantages_by_hand() -> None:
     from vlaexp.value.advantage import n_step_advantages
 

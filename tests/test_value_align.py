@@ -133,6 +133,13 @@ def test_align_trains_the_projector_only_and_stage_2_starts_from_it(
     }
     assert changed and all(k.startswith("projector.") for k in changed)
 
+    # the same run resumed in a later call (no value_align this time) finds its stage 1 on disk
+    from vlaexp.pipeline.train import stage1_projector
+
+    later = RunContext(cfg=cfg, run_dir=ctx.run_dir)
+    assert stage1_projector(later) is None  # a new run: value_align must come first
+    later.artifacts["resume_from"] = tmp_path / "run" / "checkpoints" / "001000"
+    assert stage1_projector(later) == str(ctx.artifacts["projector"])
     with pytest.raises(ConfigError, match="require_projector=true but no stage-1 projector"):
         make_value_function(value_cfg("value_fn_tiny", "policy.require_projector=true"))
     with pytest.raises(MissingPathError):

@@ -29,13 +29,25 @@ def check_dims(policy_cfg, datamodule) -> None:
             raise ConfigError(f"{setting}={want} but the dataset's '{key}' has {have} dims")
 
 
+def stage1_projector(ctx: RunContext) -> str | None:
+    """This run's stage-1 projector, that stage 2 starts from: value_align's artifact when it
+    ran in this call, its file when the run resumes (its checkpoint then holds the projector
+    anyway, and co-training still reads stage 1's captions beside it); else None."""
+    from vlaexp.value.align import OUT_DIR, PROJECTOR_FILE
+
+    if "projector" in ctx.artifacts:
+        return str(ctx.artifacts["projector"])
+    own = ctx.run_dir / OUT_DIR / PROJECTOR_FILE
+    return str(own) if ctx.artifacts.get("resume_from") and own.is_file() else None
+
+
 def train_stage(ctx: RunContext) -> None:
     cfg = ctx.cfg
     datamodule = datamodule_from_config(cfg.data, cfg.policy, ctx.artifacts.get("dataset"))
     value_fn = cfg.policy.type == "value_fn"  # trained on the same DataModule, with value labels
     if value_fn:
-        if not cfg.policy.projector_path and "projector" in ctx.artifacts:
-            cfg.policy.projector_path = str(ctx.artifacts["projector"])  # this run's stage 1
+        if not cfg.policy.projector_path:
+            cfg.policy.projector_path = stage1_projector(ctx)
         policy = make_value_function(cfg.policy)
         if cfg.policy.cotrain_fraction > 0:
             from vlaexp.value.align import caption_batches
