@@ -1,0 +1,103 @@
+"""value_eval's ranking metrics recomputed from runs' ``value_predictions.csv`` (the expected
+value of every test frame) and the dataset's episode records (``meta/vlaexp_episodes.jsonl``,
+for the frame each scripted fault struck), one row per run, as Markdown and JSON:
+
+    python experiments/value_function/ranking_from_predictions.py --episodes <records.jsonl> \
+        --out experiments/value_function/<name> RUN_DIR [RUN_DIR ...]
+
+Used for runs whose value_eval predates a metric (the faulted-by-midpoint AUROC) or a fix (a
+nan median). Each RUN_DIR holds value_predictions.csv (and value_eval.json, whose figures are
+checked against the recomputed ones where both exist); a ``<name>_value_predictions.csv``
+copied here (beside ``<name>_value_eval.json``) works as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from vlaexp.value.metrics import ranking_metrics
+
+COLUMNS = (
+    "spearman_median",
+    "spearman_pooled",
+    "midpoint_auroc",
+    "midpoint_auroc_faulted",
+    "failures_faulted_by_midpoint",
+    "failures_fault_known",
+    "spearman_median_failures",
+    "spearman_pooled_successes",
+)
+
+
+def run_files(run: Path) -> tuple[str, Path, Path]:
+    """(name, predictions, value_eval.json) of a run directory, or of a copied
+    ``<name>_value_predictions.csv`` beside ``<name>_value_eval.json`` (as in this folder)."""
+    if run.is_dir():
+        return run.name, run / "value_predictions.csv", run / "value_eval.json"
+    name = run.name.removesuffix("_value_predictions.csv")
+    return name, run, run.with_name(f"{name}_value_eval.json")
+
+
+def run_metrics(run: Path, records: dict[int, dict]) -> dict[str, float]:
+    _, predictions, logged = run_files(run)
+    frames: dict[int, list[tuple[int, float, float]]] = defaultdict(list)
+    success: dict[int, bool] = {}
+    with open(predictions) as f:
+        for row in csv.DictReader(f):
+            e = int(row["episode_index"])
+            frames[e].append(
+                (int(row["frame_index"]), float(row["value"]), float(row["expected_value"]))
+            )
+            success[e] = bool(int(row["success"]))
+    episodes = sorted(frames)
+    for e in episodes:
+        frames[e].sort()
+        if records[e]["length"] != len(frames[e]) or records[e]["success"] != success[e]:
+            raise SystemExit(f"{run}: episode {e} does not match the records given")
+    steps = [records[e].get("expert_fault_step") for e in episodes]
+    metrics = ranking_metrics(
+        [np.array([p for _, _, p in frames[e]]) for e in episodes],
+        [np.array([v for _, v, _ in frames[e]]) for e in episodes],
+        [success[e] for e in episodes],
+        [None if s is None else max(s - 1, 0) for s in steps],
+    )
+    if logged.is_file():  # the same figures as value_eval wrote, where it computed them
+        old = json.loads(logged.read_text())
+        for key, value in metrics.items():
+            if key in old and not math.isnan(old[key]) and abs(old[key] - value) > 2e-3:
+                raise SystemExit(
+                    f"{run}: {key} {value:.4f} differs from value_eval's {old[key]:.4f}"
+                )
+    return metrics
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--episodes", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="writes OUT.md and OUT.json")
+    args = parser.parse_args()
+    records = {}
+    for line in args.episodes.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            records[int(r["episode_index"])] = r
+    results = {run_files(run)[0]: run_metrics(run, records) for run in args.runs}
+    lines = ["| run | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    for run, m in results.items():
+        cells = [f"{m[c]:.3f}" if isinstance(m[c], float) else str(m[c]) for c in COLUMNS]
+        lines.append(f"| {run} | " + " | ".join(cells) + " |")
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
