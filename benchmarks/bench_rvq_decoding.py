@@ -6,8 +6,8 @@ each code layer, and whole chunks dense / coarse / flow-matching, at batch 1.
 
 The RVQ policy (``policy=rvq_policy``) and the flow-matching Pi0.5 are built at the same
 widths with random weights (timing does not depend on them), bfloat16 weights under autocast
-on a GPU (float32 on a CPU), two cameras, ``--text`` prompt tokens. Timed, eager, medians of
-``--repeats``:
+on a GPU (float32 on a CPU), two cameras, ``--text`` prompt tokens. Timed eager unless
+said, medians of ``--repeats``:
 
 - ``prefill``: SigLIP + projector + the VLM over the prefix, building the KV cache (P);
 - ``layer_<l>``: the expert's pass over code blocks 1..l on the cache and layer l's logits
@@ -15,7 +15,8 @@ on a GPU (float32 on a CPU), two cameras, ``--text`` prompt tokens. Timed, eager
 - ``decode_<k>``: the tokenizer's decoder from k layers;
 - whole chunks through ``predict_action_chunk`` (prompt tokenization included): RVQ dense
   (all layers), coarse (``--draft`` layers), and the flow-matching Pi0.5 eager and, on a GPU,
-  replayed as a CUDA graph (what ``policy=pi05`` does when acting).
+  replayed as CUDA graphs (what both policies do when acting, ``policy.cuda_graphs``), with
+  the RVQ policy's prefix and draft phases timed apart (``cuda_graph_ms``).
 
 The best saving adaptive decoding allows is coarse's, refining nothing:
 1 - (P + t_1..draft + decode) / (P + t_1..L + decode).
@@ -162,10 +163,33 @@ def main() -> int:
             for k in (args.draft, args.layers)
         }
         chunk = {}
+        policy.config.cuda_graphs = False
         for mode in ("dense", "coarse"):
             chunk[f"rvq_{mode}"] = 1e3 * median_s(
                 lambda mode=mode: policy.predict_action_chunk(batch, mode), n, device
             )
+        if device.type == "cuda":  # the same passes replayed as CUDA graphs (RVQGraphs)
+            policy.config.cuda_graphs = True
+            phases = {}
+            for mode in ("dense", "coarse"):
+                runs = []
+
+                def graphed(mode=mode, runs=runs):
+                    policy.predict_action_chunk(batch, mode)
+                    runs.append(policy.last_chunk["seconds"])
+
+                chunk[f"rvq_{mode}_cuda_graph"] = 1e3 * median_s(graphed, n, device)
+                phases[mode] = {
+                    k: 1e3 * statistics.median(r[k] for r in runs[-n:]) for k in ("prefix", "draft")
+                }
+            # P and the draft passes as replayed: t per layer from dense's 8 vs coarse's draft
+            results["cuda_graph_ms"] = {
+                "prefill": phases["dense"]["prefix"],
+                "draft_dense": phases["dense"]["draft"],
+                "draft_coarse": phases["coarse"]["draft"],
+                "t_per_layer": (phases["dense"]["draft"] - phases["coarse"]["draft"])
+                / (args.layers - args.draft),
+            }
         flow.config.cuda_graphs = False
         chunk["flow_eager"] = 1e3 * median_s(lambda: flow.predict_action_chunk(batch), n, device)
         if device.type == "cuda":
@@ -180,6 +204,28 @@ def main() -> int:
     coarse_parts = p + sum(t[: args.draft]) + dec[args.draft]
     results["best_saving_from_parts"] = 1 - coarse_parts / dense_parts
     results["saving_measured"] = 1 - chunk["rvq_coarse"] / chunk["rvq_dense"]
+    graph_lines = []
+    if "cuda_graph_ms" in results:
+        g = results["cuda_graph_ms"]
+        results["best_saving_from_parts_cuda_graph"] = 1 - (
+            g["prefill"] + g["draft_coarse"] + dec[args.draft]
+        ) / (g["prefill"] + g["draft_dense"] + dec[args.layers])
+        results["saving_measured_cuda_graph"] = (
+            1 - chunk["rvq_coarse_cuda_graph"] / chunk["rvq_dense_cuda_graph"]
+        )
+        graph_lines = [
+            "",
+            "| replayed as CUDA graphs (each phase synchronized) | ms (median) |",
+            "|---|---|",
+            f"| prefill P | {g['prefill']:.2f} |",
+            f"| draft, all {args.layers} layers (dense) | {g['draft_dense']:.2f} |",
+            f"| draft, {args.draft} layers (coarse) | {g['draft_coarse']:.2f} |",
+            f"| t per layer (dense - coarse) / {args.layers - args.draft} | {g['t_per_layer']:.2f} |",
+            "",
+            f"With CUDA graphs: best saving from the parts "
+            f"{100 * results['best_saving_from_parts_cuda_graph']:.1f}%; measured on whole "
+            f"chunks {100 * results['saving_measured_cuda_graph']:.1f}%.",
+        ]
     table = [
         f"Batch 1, two {policy.config.image_size}px cameras, {args.text} prompt tokens, "
         f"{args.layers} layers x {args.latent_steps} codes, draft {args.draft}; {device}.",
@@ -197,6 +243,7 @@ def main() -> int:
         f"Best saving adaptive decoding allows (coarse vs dense, from the parts): "
         f"{100 * results['best_saving_from_parts']:.1f}%; measured on whole chunks: "
         f"{100 * results['saving_measured']:.1f}%.",
+        *graph_lines,
     ]
     write(args.name or f"rvq_decoding_{args.size}", results, table)
     return 0

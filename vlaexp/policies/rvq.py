@@ -42,7 +42,7 @@ from vlaexp.errors import ConfigError, MissingPathError
 from vlaexp.policies.base import ACTION
 from vlaexp.policies.pi0.flow import attention_mask_2d, positions_from_pad
 from vlaexp.policies.pi0.joint import KVCache, Stream, joint_forward
-from vlaexp.policies.pi0.model import Pi0Model
+from vlaexp.policies.pi0.model import CapturedCall, Pi0Model
 from vlaexp.policies.pi0.policy import Pi05Policy
 from vlaexp.policies.pi0.weights import check_against, map_state_dict, resolve
 from vlaexp.tokenizers.adaptive import make_monitor
@@ -132,6 +132,44 @@ class RVQCodeHead(nn.Module):
         return torch.stack(out, dim=1)
 
 
+class RVQGraphs:
+    """An RVQ policy's acting passes captured as CUDA graphs for one input shape and draft
+    depth (``policy.cuda_graphs``, on a GPU): the prefix (vision tower + VLM, its KV cache),
+    the draft (layers 1..draft on that cache) and the refinement (layers draft+1..L on the
+    same cache and the draft's codes). The three share one memory pool and are replayed in
+    that order, each reading the previous one's output where it lies (no copies), so each
+    phase can still be timed apart. The refinement is captured for the whole batch: acting at
+    batch 1 refines that sample or nothing; in a batch with only some samples refined, their
+    rows are taken (a row's codes depend on that row alone)."""
+
+    def __init__(self, policy: RVQPolicy, inputs: tuple, draft: int) -> None:
+        pool = torch.cuda.graph_pool_handle()
+        b, s = inputs[2].shape[0], policy.code_head.latent_steps
+        start = torch.zeros(b, 0, s, dtype=torch.long, device=inputs[2].device)
+        self.draft_layers = draft
+        self.prefix = CapturedCall(
+            policy.model.encode_prefix, inputs, policy.autocast, policy, pool
+        )
+        cached = self.prefix.output
+
+        def draft_pass() -> tuple[torch.Tensor, torch.Tensor]:
+            logits: list[torch.Tensor] = []
+            codes = policy._decode_layers(cached, start, draft, logits)
+            return codes, torch.stack(logits, dim=1)
+
+        self.draft = CapturedCall(draft_pass, (), policy.autocast, policy, pool)
+        self.refine = None
+        if draft < policy.n_layers:
+            drafted = self.draft.output[0]
+            self.refine = CapturedCall(
+                lambda: policy._decode_layers(cached, drafted, policy.n_layers, []),
+                (),
+                policy.autocast,
+                policy,
+                pool,
+            )
+
+
 class RVQPolicy(Pi05Policy):
     config_class = RVQPolicyConfig
 
@@ -170,6 +208,7 @@ class RVQPolicy(Pi05Policy):
         )
         self.monitor = make_monitor(monitor)
         self.last_chunk: dict[str, Any] = {}  # what the last predicted chunk cost (see below)
+        self._graphs: dict[int, RVQGraphs] = {}  # per draft depth (cuda_graphs on a GPU)
 
     # ----- building ---------------------------------------------------------------------
     def build_model(self, config: RVQPolicyConfig) -> Pi0Model:
@@ -329,16 +368,28 @@ class RVQPolicy(Pi05Policy):
         images, masks, tokens, token_mask, _ = self._inputs(batch)
         b = tokens.shape[0]
         s = self.code_head.latent_steps
+        draft = self.n_layers if decoding == "dense" else self.config.draft_layers
+        graphs = None
+        if self.config.cuda_graphs and self.device.type == "cuda":
+            inputs = (images, masks, tokens, token_mask)
+            graphs = self._graphs.get(draft)
+            if graphs is None or not graphs.prefix.matches(self, inputs):
+                graphs = self._graphs[draft] = RVQGraphs(self, inputs, draft)
         t0 = time.perf_counter()
-        with self.autocast():
-            pad_p, cache = self.model.encode_prefix(images, masks, tokens, token_mask)
+        if graphs is not None:
+            graphs.prefix.replay(images, masks, tokens, token_mask)
+        else:
+            with self.autocast():
+                pad_p, cache = self.model.encode_prefix(images, masks, tokens, token_mask)
         sync()
         t1 = time.perf_counter()
-        draft = self.n_layers if decoding == "dense" else self.config.draft_layers
-        codes = torch.zeros(b, 0, s, dtype=torch.long, device=self.device)
-        logits: list[torch.Tensor] = []
-        codes = self._decode_layers((pad_p, cache), codes, draft, logits)
-        draft_logits = torch.stack(logits, dim=1)
+        if graphs is not None:
+            codes, draft_logits = (x.clone() for x in graphs.draft.replay())
+        else:
+            codes = torch.zeros(b, 0, s, dtype=torch.long, device=self.device)
+            logits: list[torch.Tensor] = []
+            codes = self._decode_layers((pad_p, cache), codes, draft, logits)
+            draft_logits = torch.stack(logits, dim=1)
         sync()
         t2 = time.perf_counter()
         refined = torch.zeros(b, dtype=torch.bool)
@@ -349,9 +400,12 @@ class RVQPolicy(Pi05Policy):
         full[:, :draft] = codes
         if bool(refined.any()):
             idx = refined.nonzero().flatten().to(self.device)
-            sub_cache = [(k[idx], v[idx]) for k, v in cache]
-            more = self._decode_layers((pad_p[idx], sub_cache), codes[idx], self.n_layers, [])
-            full[idx] = more
+            if graphs is not None:
+                full[idx] = graphs.refine.replay()[idx]
+            else:
+                sub_cache = [(k[idx], v[idx]) for k, v in cache]
+                sub = (pad_p[idx], sub_cache)
+                full[idx] = self._decode_layers(sub, codes[idx], self.n_layers, [])
             layers[refined] = self.n_layers
         sync()
         t3 = time.perf_counter()

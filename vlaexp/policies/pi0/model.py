@@ -19,6 +19,7 @@ pads and unpads.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -326,49 +327,51 @@ def _shapes(inputs: tuple) -> list:
     ]
 
 
-class CudaGraphSampler:
-    """:meth:`Pi0Model.sample_actions` captured as one CUDA graph for fixed input shapes.
+class CapturedCall:
+    """``fn(*inputs)`` captured as one CUDA graph for fixed input shapes.
 
-    At batch 1 an eager chunk is dominated by launching thousands of small kernels (the
-    vision tower, 18 VLM layers, then 10 x 18 expert layers); replaying a captured graph
-    launches them at once. Inputs ``(images, image_masks, tokens, token_mask, state,
-    noise)`` are copied into static buffers before each replay. Weights are read where
-    they live, so in-place updates are seen; moved or replaced parameters need a new
-    sampler (:meth:`matches` tells).
+    At batch 1 an eager pass is dominated by launching thousands of small kernels; replaying
+    a captured graph launches them at once. ``inputs`` (tensors, lists of tensors or None) are
+    copied into static buffers before each replay; the output lives in the graph's memory
+    (``self.output``) and is overwritten by the next replay. Weights are read where they live,
+    so in-place updates are seen; moved or replaced parameters of ``module`` need a new capture
+    (:meth:`matches` tells). Several calls may share a memory ``pool`` when they are replayed
+    in the order they were captured: a later call may then read an earlier one's ``output``
+    (call it with no inputs).
 
     Args:
         autocast: a context-manager factory for the capture (its cache must be off: cached
             casts do not survive a graph capture).
     """
 
-    def __init__(self, model: Pi0Model, inputs: tuple, autocast) -> None:
+    def __init__(self, fn, inputs: tuple, autocast, module: nn.Module, pool=None) -> None:
         self.static = [
             [t.clone() for t in x] if isinstance(x, list) else (None if x is None else x.clone())
             for x in inputs
         ]
-        self.signature = self._signature(model)
+        self.signature = self._signature(module)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side), autocast():
             for _ in range(2):  # warm up kernels and the allocator outside the capture
-                model.sample_actions(*self.static)
+                fn(*self.static)
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph), autocast():
-            self.output = model.sample_actions(*self.static)
+        with torch.cuda.graph(self.graph, pool=pool), autocast():
+            self.output = fn(*self.static)
 
     @staticmethod
-    def _signature(model: Pi0Model) -> tuple[int, ...]:
-        return tuple(p.data_ptr() for p in model.parameters())
+    def _signature(module: nn.Module) -> tuple[int, ...]:
+        return tuple(p.data_ptr() for p in module.parameters())
 
-    def matches(self, model: Pi0Model, inputs: tuple) -> bool:
+    def matches(self, module: nn.Module, inputs: tuple) -> bool:
         """Whether this graph serves ``inputs`` (same shapes, same parameter storage)."""
         return _shapes(inputs) == _shapes(tuple(self.static)) and (
-            self._signature(model) == self.signature
+            self._signature(module) == self.signature
         )
 
-    def __call__(self, *inputs) -> torch.Tensor:
-        """float[B, C, max_action_dim], as ``sample_actions`` returns."""
+    def replay(self, *inputs) -> Any:
+        """Copy ``inputs`` in, replay; ``self.output``, valid until the next replay."""
         for dst, src in zip(self.static, inputs, strict=True):
             if isinstance(dst, list):
                 for d, s in zip(dst, src, strict=True):
@@ -376,4 +379,17 @@ class CudaGraphSampler:
             elif dst is not None:
                 dst.copy_(src)
         self.graph.replay()
-        return self.output.clone()
+        return self.output
+
+
+class CudaGraphSampler(CapturedCall):
+    """:meth:`Pi0Model.sample_actions` captured as one CUDA graph (:class:`CapturedCall`):
+    the vision tower, 18 VLM layers, then 10 x 18 expert layers launched at once. Inputs
+    ``(images, image_masks, tokens, token_mask, state, noise)``."""
+
+    def __init__(self, model: Pi0Model, inputs: tuple, autocast) -> None:
+        super().__init__(model.sample_actions, inputs, autocast, model)
+
+    def __call__(self, *inputs) -> torch.Tensor:
+        """float[B, C, max_action_dim], as ``sample_actions`` returns."""
+        return self.replay(*inputs).clone()
