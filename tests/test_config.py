@@ -27,6 +27,12 @@ TINY_TWIN = {
     # small widths for CPU; the stage-1 projector comes from value_align in a real run
     "rvq_policy_tabletop_spatial": ["policy=rvq_policy_tiny", "trainer=cpu"],
     "value_tabletop": ["policy.require_projector=false"],
+    "value_tabletop_gpu": [
+        "policy.require_projector=false",
+        "trainer=cpu",
+        "data.batch_size=8",
+        "data.num_workers=0",
+    ],
 }
 
 
