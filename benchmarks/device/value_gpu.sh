@@ -6,7 +6,10 @@
 #   RUNS="a:policy.c_fail=10 b:policy.c_fail=20" ...   (runs side by side, each with its overrides)
 # On a fresh machine the stages before training take ~2.5 min (collect, stage 1) and value_eval
 # ~1.5 min after it: with KILL_S=540, TRAIN_TIME 00:00:06:00 left value_eval killed once
-# (experiments/value_function, value4); keep TRAIN_TIME <= KILL_S - 4.5 min.
+# (experiments/value_function, value4); keep TRAIN_TIME <= KILL_S - 4.5 min. Recording 240
+# episodes (data.collect.episodes_per_task=60) takes 3.5-4.5 min of a call: a run cut by the
+# call's limit goes on in the next call only on the same machine (make it at once: an idle one
+# is handed back after 30 s) with EXTRA+=" resume=true" and the stages still to run.
 set -u -o pipefail
 S=$(date +%s)
 WHEELS=${WHEELS:-.whl/dist} source benchmarks/device/env.sh || exit 1
