@@ -45,6 +45,21 @@ def action_chunks(actions: np.ndarray, ranges: list[range], chunk: int) -> np.nd
     return np.concatenate(out) if out else np.zeros((0, chunk, actions.shape[1]), np.float32)
 
 
+def split_chunks(
+    actions: np.ndarray,
+    ranges: dict[int, range],
+    splits: dict[str, list[int]],
+    chunk: int,
+    q01: np.ndarray,
+    q99: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Each split's action chunks (:func:`action_chunks` of its episodes), quantile-normalized."""
+    return {
+        name: quantile_normalize(action_chunks(actions, [ranges[e] for e in eps], chunk), q01, q99)
+        for name, eps in splits.items()
+    }
+
+
 def quantile_normalize(x: np.ndarray, q01: np.ndarray, q99: np.ndarray) -> np.ndarray:
     return np.clip(2 * (x - q01) / np.maximum(q99 - q01, 1e-8) - 1, -1, 1).astype(np.float32)
 
@@ -134,12 +149,7 @@ def fit_stage(ctx: RunContext) -> None:
         )
     splits = split_episodes(sorted(ranges), list(cfg.data.split), cfg.data.split_seed)
     q01, q99 = (np.asarray(stats[s], dtype=np.float32) for s in ("q01", "q99"))
-    chunks = {
-        name: quantile_normalize(
-            action_chunks(actions, [ranges[e] for e in eps], settings["chunk_size"]), q01, q99
-        )
-        for name, eps in splits.items()
-    }
+    chunks = split_chunks(actions, ranges, splits, settings["chunk_size"], q01, q99)
     log.info("Action chunks: %s", {k: len(v) for k, v in chunks.items()})
     test_name = "test" if len(chunks["test"]) else "val"
     torch.manual_seed(int(cfg.seed))
