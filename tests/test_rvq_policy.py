@@ -82,6 +82,17 @@ def test_learns_the_codes_and_decodes_them_at_every_depth(tokenizer_file, tmp_pa
     assert float(loss.detach()) < 0.05 and all(float(info[f"code_acc_l{k}"]) == 1.0 for k in (1, 2))
     assert not any(p.requires_grad for p in tok.parameters())  # the tokenizer stays frozen
     policy.eval()
+    # validation also reports the decoded chunks' error: codes all right -> the tokenizer's own
+    _, val = policy(batch)
+    assert "chunk_mse_l2" not in info  # training steps skip the decoding
+    for k in (2, 4):
+        assert float(val[f"chunk_mse_l{k}"]) == pytest.approx(float(val[f"recon_mse_l{k}"]))
+    assert float(val["recon_mse_l4"]) != float(val["recon_mse_l2"])  # two depths decoded
+    fresh = rvq_policy(tokenizer_file, "policy.augment.enabled=false").eval()
+    _, untrained = fresh(batch)
+    # wrong codes decode to other chunks (not necessarily worse ones: brittle codes)
+    assert float(untrained["code_acc_l1"]) < 1.0
+    assert float(untrained["chunk_mse_l4"]) != pytest.approx(float(untrained["recon_mse_l4"]))
     dense = policy.predict_codes(batch, "dense")
     assert torch.equal(dense["codes"], target)  # free-running greedy decoding, layer by layer
     assert dense["layers"].tolist() == [4] * 4
