@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vlaexp.data.episodes import fault_frame
 from vlaexp.value.metrics import ranking_metrics
 
 COLUMNS = (
@@ -61,12 +62,11 @@ def run_metrics(run: Path, records: dict[int, dict]) -> dict[str, float]:
         frames[e].sort()
         if records[e]["length"] != len(frames[e]) or records[e]["success"] != success[e]:
             raise SystemExit(f"{run}: episode {e} does not match the records given")
-    steps = [records[e].get("expert_fault_step") for e in episodes]
     metrics = ranking_metrics(
         [np.array([p for _, _, p in frames[e]]) for e in episodes],
         [np.array([v for _, v, _ in frames[e]]) for e in episodes],
         [success[e] for e in episodes],
-        [None if s is None else max(s - 1, 0) for s in steps],
+        [fault_frame(records[e]) for e in episodes],
     )
     if logged.is_file():  # the same figures as value_eval wrote, where it computed them
         old = json.loads(logged.read_text())

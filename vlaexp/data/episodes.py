@@ -34,6 +34,14 @@ def episode_ranges(meta) -> dict[int, range]:
     }
 
 
+def fault_frame(record: dict) -> int | None:
+    """The frame a scripted expert's fault struck in an episode record of the sidecar: its
+    ``expert_fault_step`` (the expert's action count then; 0 = from the start) as the frame of
+    that action; None where none is recorded."""
+    step = record.get("expert_fault_step")
+    return None if step is None else max(int(step) - 1, 0)
+
+
 def episode_success(root: str | Path, hf_dataset=None) -> dict[int, bool] | None:
     """``{episode_index: success}`` from the sidecar, else from the ``next.success`` column.
 
@@ -82,9 +90,8 @@ def episode_outcomes(meta, hf_dataset=None) -> list[dict]:
     frame at which a scripted expert's fault struck (from the sidecar; None if unrecorded)."""
     table = meta.episodes
     success = episode_success(meta.root, hf_dataset) or {}
-    fault_step = {
-        int(r["episode_index"]): r.get("expert_fault_step")
-        for r in read_episode_records(meta.root) or []
+    faults = {
+        int(r["episode_index"]): fault_frame(r) for r in read_episode_records(meta.root) or []
     }
     out = []
     for e, tasks, a, b in zip(
@@ -100,10 +107,7 @@ def episode_outcomes(meta, hf_dataset=None) -> list[dict]:
                 "task": tasks[0] if isinstance(tasks, list | tuple) else tasks,
                 "length": int(b) - int(a),
                 "success": success.get(int(e)),
-                # the expert's action count when its fault struck (0: from the start) -> the frame
-                "fault_frame": None
-                if fault_step.get(int(e)) is None
-                else max(fault_step[int(e)] - 1, 0),
+                "fault_frame": faults.get(int(e)),
             }
         )
     return out

@@ -146,7 +146,6 @@ class RVQGraphs:
         pool = torch.cuda.graph_pool_handle()
         b, s = inputs[2].shape[0], policy.code_head.latent_steps
         start = torch.zeros(b, 0, s, dtype=torch.long, device=inputs[2].device)
-        self.draft_layers = draft
         self.prefix = CapturedCall(
             policy.model.encode_prefix, inputs, policy.autocast, policy, pool
         )
