@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from vlaexp.config.compose import compose_config
-from vlaexp.errors import ConfigError, VlaexpError
+from vlaexp.errors import VlaexpError
 from vlaexp.policies.factory import load_pretrained, make_policy
 from vlaexp.policies.pi0.policy import Pi0Policy
 from vlaexp.training.trainer import build_trainer
@@ -334,8 +334,19 @@ def test_pi05_without_discrete_state_input_has_pi0s_prompt_and_ignores_the_state
     )
     with_state = tiny("pi05_tiny")  # the default writes it: the same move changes the prompt
     assert with_state.prompts([TASK], a[:1]) != with_state.prompts([TASK], b[:1])
-    with pytest.raises(ConfigError, match="discrete_state_input=true"):
-        tiny("pi05_tiny", "policy.discrete_state_input=false", "policy.advantage.enabled=true")
+    # advantage conditioning without state: the indicator line follows the task's line
+    adv = tiny("pi05_tiny", "policy.discrete_state_input=false", "policy.advantage.enabled=true")
+    assert adv.prompts([TASK] * 2, a, ["negative", None]) == [
+        f"{TASK}\nAdvantage: negative;\n",
+        f"{TASK}\n",
+    ]
+    adv.eval()  # acting asks for "positive", which changes the actions
+    torch.testing.assert_close(
+        adv.predict_action_chunk(batch, noise=noise), adv.predict_action_chunk(moved, noise=noise)
+    )
+    plain = adv.predict_action_chunk(batch, noise=noise)
+    adv.config.advantage.enabled = False
+    assert (adv.predict_action_chunk(batch, noise=noise) - plain).abs().max() > 1e-4
 
 
 def test_advantage_conditioning_prompts_dropout_and_guidance() -> None:

@@ -41,7 +41,7 @@ EXTRA=${EXTRA:-} EPISODES=${EPISODES:-150} COLLECT_S=${COLLECT_S:-300}
 S=$(date +%s)
 source benchmarks/device/env.sh || exit 1
 OUT=${OUT:-/tmp/out}; R=/tmp/runs; mkdir -p $R $OUT
-COMMON="+experiment=tabletop_spatial paths.root_dir=$R print_config=false data.collect.use_videos=false
+COMMON="+experiment=${EXPERIMENT:-tabletop_spatial} paths.root_dir=$R print_config=false data.collect.use_videos=false
  trainer.log_every_n_steps=50 eval.n_videos=0 data.collect.task_ids=$TASKS eval.task_ids=$TASKS
  eval.n_episodes=$EVAL_EPISODES data.collect.episodes_per_task=$EPISODES rnd.visualize.video=false"
 # recording runs in env processes: as many as the machine's cores allow (the dataset is the same)
@@ -80,6 +80,17 @@ launch() {  # job (<policy> or <policy>-<tag>), how: "timeout" (ends with the ca
   fi
 }
 running() { pgrep -f "hydra.run.dir=$R/$1 " > /dev/null; }
+# WAIT_<tag>=<path>: the tag's jobs start once that path exists (e.g. a dataset another job
+# writes; advantage_gpu.sh), looked for every 10 s while the call watches (DETACH=1)
+ready() { local W=WAIT_$(tag $1); test -z "${!W:-}" || test -e "${!W}"; }
+start_ready() {  # launch each job that has not ended, is not running and may start
+  local i=0 p
+  for p in $POLICIES; do
+    export CUDA_VISIBLE_DEVICES=$(( i % NGPU )); i=$(( i + 1 ))
+    test -e $R/$p.rc || running $p || ! ready $p || { echo "$(( $(date +%s) - S )) s: launching $p"; launch $p detach; }
+  done
+  unset CUDA_VISIBLE_DEVICES
+}
 # one GPU per job where the machine has as many (nvidia-h100-x2: Pi0.5 and Pi0 side by side,
 # each alone on its card), else all on GPU 0
 NGPU=$(nvidia-smi -L | wc -l)
@@ -140,14 +151,11 @@ start_alone() {  # alone() in the background for each ended job not yet started 
 i=0
 if test "${DETACH:-0}" = 1; then
   SRC=/tmp/src; test -d $SRC || cp -r "$PWD" $SRC
-  for p in $POLICIES; do
-    export CUDA_VISIBLE_DEVICES=$(( i % NGPU )); i=$(( i + 1 ))
-    test -e $R/$p.rc || running $p || { echo "launching $p"; launch $p detach; }
-  done; test -e $R/launched || touch $R/launched
+  start_ready; test -e $R/launched || touch $R/launched
   END=$(( $(date +%s) + KILL_S )); N=0
   while test $(date +%s) -lt $END; do
     DONE=1; for p in $POLICIES; do test -e $R/$p.rc || DONE=0; done; test $DONE = 1 && break
-    sleep 10; N=$(( N + 1 )); start_alone
+    sleep 10; N=$(( N + 1 )); start_alone; start_ready
     test $(( N % 6 )) = 0 && for p in $POLICIES; do  # every minute: where each job is
       echo "$(( $(date +%s) - S )) s $p: step $(awk -F, 'NR==1{for(i=1;i<=NF;i++) if($i=="step") c=i} END{print $c}' \
         $R/$p/csv/metrics.csv 2>/dev/null) rc=$(cat $R/$p.rc 2>/dev/null)"

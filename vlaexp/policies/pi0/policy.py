@@ -104,11 +104,6 @@ class Pi0Policy(VLAPolicy):
         adv = getattr(config, "advantage", None)
         if adv is not None and adv.enabled and not 0.0 <= adv.dropout < 1.0:
             raise ConfigError(f"policy.advantage.dropout must be in [0, 1), got {adv.dropout}")
-        if adv is not None and adv.enabled and not getattr(config, "discrete_state_input", True):
-            raise ConfigError(
-                "policy.advantage.enabled=true writes its indicator into Pi0.5's state prompt: "
-                "it needs policy.discrete_state_input=true"
-            )
         if config.attention not in ("sdpa", "eager"):
             raise ConfigError(f"policy.attention must be sdpa or eager, got '{config.attention}'")
         for what, dim, most in (
@@ -215,10 +210,10 @@ class Pi0Policy(VLAPolicy):
     def prompts(
         self, tasks: list[str], state: torch.Tensor, advantage: list[str | None] | None = None
     ) -> list[str]:
-        if not self.pi05 or not self.discrete_state:
-            return [pi0_prompt(t) for t in tasks]
-        bins = discretize_state(state.detach().float().cpu().numpy())
         advantage = advantage or [None] * len(tasks)
+        if not self.pi05 or not self.discrete_state:
+            return [pi0_prompt(t, a) for t, a in zip(tasks, advantage, strict=True)]
+        bins = discretize_state(state.detach().float().cpu().numpy())
         return [pi05_prompt(t, b, a) for t, b, a in zip(tasks, bins, advantage, strict=True)]
 
     @property

@@ -82,8 +82,15 @@ def discretize_state(state: np.ndarray) -> np.ndarray:
     return np.digitize(state, bins=np.linspace(-1, 1, STATE_BINS + 1)[:-1]) - 1
 
 
-def pi0_prompt(task: str) -> str:
-    return task if task.endswith("\n") else f"{task}\n"
+def pi0_prompt(task: str, advantage: str | None = None) -> str:
+    """Pi0's prompt (and Pi0.5's without state input): the task and a newline. ``advantage``
+    adds RECAP's indicator line after it, as :func:`pi05_prompt` does before "Action: "."""
+    text = task if task.endswith("\n") else f"{task}\n"
+    return text + advantage_line(advantage)
+
+
+def advantage_line(advantage: str | None) -> str:
+    return f"Advantage: {advantage};\n" if advantage else ""
 
 
 def pi05_prompt(task: str, discrete_state: np.ndarray, advantage: str | None = None) -> str:
@@ -91,8 +98,7 @@ def pi05_prompt(task: str, discrete_state: np.ndarray, advantage: str | None = N
     ``"Advantage: <it>;\n"`` before ``"Action: "``; None leaves the published prompt."""
     clean = task.strip().replace("_", " ").replace("\n", " ")
     state = " ".join(str(int(v)) for v in discrete_state)
-    indicator = f"Advantage: {advantage};\n" if advantage else ""
-    return f"Task: {clean}, State: {state};\n{indicator}Action: "
+    return f"Task: {clean}, State: {state};\n{advantage_line(advantage)}Action: "
 
 
 def tokenize(
