@@ -18,7 +18,7 @@ export POLICIES=${POLICIES:-"pi05_small pi05_small-s1 pi05_small-adv pi05_small-
 export EXTRA="policy.compile=true callbacks.step_checkpoint.save_freq=500 ${EXTRA:-}"
 export EXTRA_s1="seed=1" EXTRA_adv="policy.advantage.enabled=true data.source=lerobot data.root=$R/value/advantage_dataset"
 export EXTRA_adv1="$EXTRA_adv seed=1" WAIT_adv=$R/value/advantage_dataset WAIT_adv1=$R/value/advantage_dataset
-export DETACH=1 COLLECT_S=${COLLECT_S:-420} CALL_S=${CALL_S:-575}
+export DETACH=1 COLLECT_S=${COLLECT_S:-420} CALL_S=${CALL_S:-565}
 if ! test -e $R/value.launched; then
   # the recording, once, with every core (the training jobs and the value run find it cached)
   OMP_NUM_THREADS=1 timeout $COLLECT_S python3 -m vlaexp +experiment=advantage_tabletop paths.root_dir=$R \
@@ -32,7 +32,8 @@ if ! test -e $R/value.launched; then
   touch $R/value.launched
 fi
 echo "value run: $(grep -aE "value_align:|Value function on|Advantages of" $R/value.log | cut -c1-400) rc=$(cat $R/value.rc 2>/dev/null)"
-bash benchmarks/device/tabletop_spatial_gpu.sh "[0,1]" 00:02:00:00 99999
+# its CALL_S counts from its own start: what is left of this call's
+CALL_S=$(( CALL_S - ($(date +%s) - S) )) bash benchmarks/device/tabletop_spatial_gpu.sh "[0,1]" 00:02:00:00 99999
 # the value run's files come back beside the jobs' (value.tar.gz)
 B=/tmp/back/value; rm -rf $B; mkdir -p $B
 cp $R/value.log $B/ 2>/dev/null
