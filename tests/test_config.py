@@ -27,6 +27,12 @@ TINY_TWIN = {
     # small widths for CPU; the stage-1 projector comes from value_align in a real run
     "rvq_policy_tabletop_spatial": ["policy=rvq_policy_tiny", "trainer=cpu"],
     "value_tabletop": ["policy.require_projector=false"],
+    "advantage_tabletop_value": [
+        "policy.require_projector=false",
+        "trainer=cpu",
+        "data.batch_size=8",
+        "data.num_workers=0",
+    ],
     "value_tabletop_gpu": [
         "policy.require_projector=false",
         "trainer=cpu",
@@ -43,6 +49,26 @@ def _resolved(overrides: list[str], tmp_path: Path):
 def test_experiment_files_are_found() -> None:
     assert "quickstart" in EXPERIMENTS
     assert group_options("experiment") == EXPERIMENTS
+
+
+def test_advantage_experiments_record_one_dataset() -> None:
+    """The value run and the two Pi0.5 arms of the RECAP comparison read the same recording:
+    what the collect stage's cache key holds (task suite, cameras, collect settings but the
+    worker count) is the same in both experiments."""
+    value, policy = (
+        compose_config([f"+experiment={e}"])
+        for e in ("advantage_tabletop_value", "advantage_tabletop")
+    )
+
+    def key(cfg):
+        collect = OmegaConf.to_container(cfg.data.collect, resolve=True)
+        collect.pop("n_workers")
+        suite = OmegaConf.to_container(cfg.task_suite, resolve=True)
+        return suite, list(cfg.camera.names), collect
+
+    assert key(value) == key(policy)
+    assert policy.task_suite.perturbation.fault_prob == 0.5  # a mix, not only failures
+    assert not policy.data.train_success_only and not policy.policy.advantage.enabled
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

@@ -250,6 +250,42 @@ def test_preloaded_dataset_serves_the_same_samples(tiny_dataset: Path) -> None:
             assert list(loaded_batch[k]) == list(v)
 
 
+def test_preload_decodes_every_split_it_keeps_in_one_pass(tiny_dataset: Path, monkeypatch) -> None:
+    """One decoding pass (one start of its workers) per DataModule: train and val for a
+    policy, every split for a value function (its eval and advantage stages read them all);
+    the parts serve what the lazy splits do."""
+    from vlaexp.data import datamodule as dm_mod
+
+    passes = []
+    real = dm_mod.PreloadedDataset.__init__
+
+    def counted(self, source, *args, **kwargs):
+        passes.append(len(source))
+        real(self, source, *args, **kwargs)
+
+    monkeypatch.setattr(dm_mod.PreloadedDataset, "__init__", counted)
+    policy = tiny_datamodule(tiny_dataset, batch_size=8, preload=True)
+    policy.setup("fit")
+    sizes = {n: len(d) for n, d in policy.datasets.items()}
+    assert passes == [sizes["train"] + sizes["val"]]
+    assert not isinstance(policy.datasets["test"], dm_mod.PreloadedDataset)
+    value = tiny_datamodule(tiny_dataset, batch_size=8, preload=True, value_labels=True)
+    value.setup("fit")
+    assert passes[1] == sum(len(d) for d in value.datasets.values())
+    assert all(isinstance(d, dm_mod.PreloadedDataset) for d in value.datasets.values())
+    lazy = tiny_datamodule(tiny_dataset, batch_size=8, value_labels=True)
+    lazy.setup("fit")
+    for name in ("train", "val", "test"):
+        a, b = lazy.datasets[name], value.datasets[name]
+        assert len(a) == len(b)
+        for i in (0, len(a) - 1):
+            assert a[i]["episode_index"] == b[i]["episode_index"]
+            assert a[i]["frame_index"] == b[i]["frame_index"]
+            torch.testing.assert_close(b[i]["value"], a[i]["value"])
+            img = "observation.images.agentview"
+            torch.testing.assert_close(b[i][img], a[i][img], rtol=0, atol=1e-6)
+
+
 def test_ema_weights_are_what_checkpoints_save(tiny_overrides: list[str], tmp_path: Path) -> None:
     from safetensors.torch import load_file
 

@@ -82,7 +82,10 @@ launch() {  # job (<policy> or <policy>-<tag>), how: "timeout" (ends with the ca
 running() { pgrep -f "hydra.run.dir=$R/$1 " > /dev/null; }
 # WAIT_<tag>=<path>: the tag's jobs start once that path exists (e.g. a dataset another job
 # writes; advantage_gpu.sh), looked for every 10 s while the call watches (DETACH=1)
-ready() { local W=WAIT_$(tag $1); test -z "${!W:-}" || test -e "${!W}"; }
+ready() {
+  local t=$(tag $1); test $t = - && return 0
+  local W=WAIT_$t; test -z "${!W:-}" || test -e "${!W}"
+}
 start_ready() {  # launch each job that has not ended, is not running and may start
   local i=0 p
   for p in $POLICIES; do

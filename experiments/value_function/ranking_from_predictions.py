@@ -29,6 +29,7 @@ COLUMNS = (
     "spearman_median",
     "spearman_pooled",
     "midpoint_auroc",
+    "midpoint_auroc_labels",
     "midpoint_auroc_faulted",
     "failures_faulted_by_midpoint",
     "failures_fault_known",

@@ -63,6 +63,7 @@ def train_stage(ctx: RunContext) -> None:
     policy.train_config_yaml = OmegaConf.to_yaml(cfg)
     trainer = build_trainer(cfg, ctx.loggers, wrap=getattr(policy, "fsdp_blocks", ()))
     trainer.fit(policy, datamodule=datamodule, ckpt_path=ctx.artifacts.get("resume_from"))
+    ctx.objects["datamodule"] = datamodule  # later stages of the run read it (preloaded once)
     ctx.metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
     ctx.metrics["train/global_step"] = float(trainer.global_step)
     last = ctx.run_dir / "checkpoints" / LAST / PRETRAINED_DIR

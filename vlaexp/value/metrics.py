@@ -47,7 +47,8 @@ def ranking_metrics(
 ) -> dict[str, float]:
     """Per episode predicted (expected) values and true values float[T]: Spearman correlation
     (median over episodes, and pooled) and the AUROC of the predicted value at each episode's
-    midpoint for telling successes (positive) from failures. The per-episode Spearman median
+    midpoint for telling successes (positive) from failures (and that of the true values,
+    ``midpoint_auroc_labels``). The per-episode Spearman median
     is over the successful episodes (``spearman_median``) and, apart, over the failed ones; the
     pooled Spearman over every frame and, apart, over the successes' frames. These need only
     the expected values, so they can be recomputed from ``value_predictions.csv``.
@@ -64,13 +65,14 @@ def ranking_metrics(
         return float(binary_auroc(torch.tensor(scores), torch.tensor(labels)))
 
     per_episode: dict[bool, list[float]] = {True: [], False: []}  # by outcome
-    mids, labels = [], []
+    mids, true_mids, labels = [], [], []
     for ev, v, ok in zip(predicted, values, success, strict=True):
         if len(v) > 2 and np.ptp(v) > 1e-9 and np.ptp(ev) > 1e-9:
             # the same frame over and over (a robot frozen from the start) gives the same
             # prediction up to rounding: no ranking to measure, not a nan that spoils the median
             per_episode[bool(ok)].append(float(spearmanr(ev, v).statistic))
         mids.append(float(ev[len(ev) // 2]))
+        true_mids.append(float(v[len(v) // 2]))
         labels.append(int(bool(ok)))
     ok_frames = [i for i, ok in enumerate(success) if ok]
     out = {
@@ -80,6 +82,10 @@ def ranking_metrics(
         "spearman_pooled": _spearman(predicted, values, range(len(values))),
         "spearman_pooled_successes": _spearman(predicted, values, ok_frames),
         "midpoint_auroc": auroc(mids, labels),
+        # the same AUROC of the true values: what predicting every label exactly would score
+        # (below 1 where a short failure's midpoint is labelled nearer the end than a
+        # success's: a small c_fail)
+        "midpoint_auroc_labels": auroc(true_mids, labels),
     }
     if fault_frames is not None:
         # failures whose fault struck by the midpoint frame; unknown fault frames are left out

@@ -41,6 +41,16 @@ def _value_function(ctx: RunContext, stage: str):
     return model.cuda() if torch.cuda.is_available() else model
 
 
+def run_datamodule(ctx: RunContext):
+    """The DataModule the train stage of this run built (its frames preloaded once), else a
+    new one from the config (a run that evaluates a value function it did not train)."""
+    cfg = ctx.cfg
+    datamodule = ctx.objects.get("datamodule")
+    if datamodule is None:
+        datamodule = datamodule_from_config(cfg.data, cfg.policy, ctx.artifacts.get("dataset"))
+    return datamodule
+
+
 def _predict(model, loader) -> dict[int, dict[str, list]]:
     """Per episode, in loader order: frame indices, logits and value labels."""
     out: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))
@@ -75,7 +85,7 @@ def eval_stage(ctx: RunContext) -> None:
     ``<run_dir>/value_plots/`` (logged to wandb when it is a logger)."""
     cfg = ctx.cfg
     model = _value_function(ctx, "value_eval")
-    datamodule = datamodule_from_config(cfg.data, cfg.policy, ctx.artifacts.get("dataset"))
+    datamodule = run_datamodule(ctx)
     datamodule.setup("test")
     if "test" not in datamodule.datasets:
         raise ConfigError("value_eval: the test split is empty (data.split gives it no episodes)")
@@ -113,7 +123,7 @@ def advantage_stage(ctx: RunContext) -> None:
     cfg = ctx.cfg
     horizon, fraction = cfg.policy.advantage_horizon, cfg.policy.advantage_positive_fraction
     model = _value_function(ctx, "value_advantage")
-    datamodule = datamodule_from_config(cfg.data, cfg.policy, ctx.artifacts.get("dataset"))
+    datamodule = run_datamodule(ctx)
     datamodule.setup("fit")
     predicted: dict[int, dict[str, list]] = {}
     for name in datamodule.datasets:
