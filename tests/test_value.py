@@ -127,7 +127,7 @@ def test_midpoint_auroc_over_failures_faulted_by_their_midpoint() -> None:
     assert m["midpoint_auroc_labels"] == pytest.approx(1.0)
     # a short failure labelled nearer its end than a success's midpoint: the labels alone
     # rank it above the successes (a small c_fail), whatever a model predicts
-    short = value_metrics(logits, values[:3] + [np.linspace(-0.3, -0.05, 10)], success)
+    short = value_metrics(logits, [*values[:3], np.linspace(-0.3, -0.05, 10)], success)
     assert short["midpoint_auroc_labels"] == pytest.approx(0.5)
     # the fault at the midpoint frame itself (5 of 10) counts; an unknown one is left out
     m = value_metrics(logits, values, success, [None, None, 5, None])
