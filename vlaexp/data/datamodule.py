@@ -167,7 +167,6 @@ class PreloadedDataset(Dataset):
                 out[k] = v[idx]
         return out
 
-
     def slice(self, start: int, stop: int) -> PreloadedDataset:
         """Samples ``start:stop`` as a dataset of their own (views of these tensors)."""
         part = object.__new__(PreloadedDataset)
