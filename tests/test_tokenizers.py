@@ -107,6 +107,35 @@ def test_tokenizer_fit_cosine_schedule_ends_at_zero_and_bad_names_are_refused() 
         TokenizerModule(SMALL, 1e-3, "linear", 10)
 
 
+def test_denoising_fit_encodes_noisy_chunks_and_reconstructs_the_clean_ones() -> None:
+    """``tokenizer.fit_input_noise``: the encoder reads chunk + noise of that std, the loss
+    compares the decoding with the clean chunk; 0 (the default) is the plain fit."""
+    from vlaexp.tokenizers.stages import TokenizerModule
+
+    torch.manual_seed(0)
+    chunks = smooth_chunks(64)
+    module = TokenizerModule(SMALL, input_noise=0.05).eval()  # eval: no quantizer dropout
+    seen = []
+    real = module.tokenizer._latent
+    module.tokenizer._latent = lambda x: seen.append(x) or real(x)
+    loss = module.training_step([chunks], 0)
+    noise = seen[0] - chunks
+    assert 0.045 < float(noise.std()) < 0.055 and abs(float(noise.mean())) < 0.005
+    # the loss is the decoding of the noisy input's codes against the clean chunks
+    quantized, _, commit = module.tokenizer.rvq(real(seen[0]))
+    mse = torch.mean((module.tokenizer._actions(quantized) - chunks) ** 2)
+    torch.testing.assert_close(loss, mse + commit.sum())
+    plain = TokenizerModule(SMALL).eval()
+    plain_real = plain.tokenizer._latent
+    plain.tokenizer._latent = lambda x: seen.append(x) or plain_real(x)
+    plain.training_step([chunks], 0)
+    assert torch.equal(seen[1], chunks)  # the plain fit encodes the chunks themselves
+    with pytest.raises(ValueError, match="inputs"):
+        module.tokenizer(chunks, inputs=chunks[:, :4])
+    with pytest.raises(ConfigError, match="fit_input_noise"):
+        TokenizerModule(SMALL, input_noise=-0.1)
+
+
 def test_quantizer_dropout_always_keeps_layers_one_and_two() -> None:
     torch.manual_seed(0)
     tok = RVQTokenizer({**SMALL, "kmeans_init": False}).train()

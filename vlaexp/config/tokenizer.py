@@ -104,6 +104,10 @@ class RVQTokenizerConfig(RVQSettings):
     lr_schedule: str = "constant"  # constant | cosine (to zero over fit_steps)
     fit_steps: int = 3000  # Adam steps of the tokenizer_fit stage (not trainer.max_steps)
     fit_batch_size: int = 256  # chunks per step
+    # std (normalized units) of Gaussian noise on the encoder's input chunks during the fit,
+    # the target staying clean: a denoising fit, for codes that survive small chunk errors
+    # (experiments/rvq_adaptive: sigma 0.005 already changed a third of layer 2's codes)
+    fit_input_noise: float = 0.0
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
 
@@ -122,6 +126,7 @@ GROUP_ONLY = (
     "lr_schedule",
     "fit_steps",
     "fit_batch_size",
+    "fit_input_noise",
     "monitor",
 )  # config fields that are not tokenizer settings
 

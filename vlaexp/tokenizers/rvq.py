@@ -103,10 +103,18 @@ class RVQTokenizer(nn.Module):
         s = self.settings
         return self.decoder(z.reshape(z.shape[0], -1)).reshape(-1, s.chunk_size, s.action_dim)
 
-    def forward(self, actions: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Training pass: (loss, parts) with the reconstruction MSE and the commitment loss."""
+    def forward(
+        self, actions: torch.Tensor, inputs: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Training pass: (loss, parts) with the reconstruction MSE and the commitment loss.
+        ``inputs`` (default: ``actions``) is what the encoder reads, e.g. the chunks with
+        noise (a denoising fit), while the reconstruction target stays ``actions``."""
         self._check_actions(actions)
-        quantized, _, commit = self.rvq(self._latent(actions))
+        if inputs is None:
+            inputs = actions
+        elif inputs.shape != actions.shape:
+            raise ValueError(f"inputs {tuple(inputs.shape)} != actions {tuple(actions.shape)}")
+        quantized, _, commit = self.rvq(self._latent(inputs))
         recon = self._actions(quantized)
         mse = F.mse_loss(recon, actions)
         commit = commit.sum()

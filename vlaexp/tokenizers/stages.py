@@ -73,17 +73,25 @@ class TokenizerModule(pl.LightningModule):
         lr: float = 1e-3,
         lr_schedule: str = "constant",
         steps: int = 3000,
+        input_noise: float = 0.0,
     ) -> None:
         super().__init__()
         if lr_schedule not in ("constant", "cosine"):
             raise ConfigError(
                 f"tokenizer.lr_schedule must be constant or cosine, got {lr_schedule}"
             )
+        if input_noise < 0:
+            raise ConfigError(f"tokenizer.fit_input_noise must be >= 0, got {input_noise}")
         self.save_hyperparameters()
         self.tokenizer = RVQTokenizer(settings)
 
     def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, parts = self.tokenizer(batch[0])
+        chunks = batch[0]
+        noise = self.hparams.input_noise
+        # a denoising fit: the encoder reads the chunks with noise, the decoder must return
+        # the clean ones, so chunks a policy predicts slightly off still get the same codes
+        inputs = chunks + noise * torch.randn_like(chunks) if noise > 0 else None
+        loss, parts = self.tokenizer(chunks, inputs=inputs)
         self.log("rvq/train_loss", loss, prog_bar=True)
         self.log("rvq/train_mse", parts["mse"])
         return loss
@@ -153,7 +161,9 @@ def fit_stage(ctx: RunContext) -> None:
     log.info("Action chunks: %s", {k: len(v) for k, v in chunks.items()})
     test_name = "test" if len(chunks["test"]) else "val"
     torch.manual_seed(int(cfg.seed))
-    module = TokenizerModule(settings, lr, tcfg["lr_schedule"], tcfg["fit_steps"])
+    module = TokenizerModule(
+        settings, lr, tcfg["lr_schedule"], tcfg["fit_steps"], tcfg["fit_input_noise"]
+    )
     from vlaexp.training.trainer import build_trainer
 
     trainer = build_trainer(
