@@ -178,7 +178,7 @@ def preload_together(sources: list[Dataset], num_workers: int) -> list[Preloaded
     """One :class:`PreloadedDataset` per source, decoded in a single pass. Each pass starts
     its spawned workers anew, and beside other jobs on a GPU machine that start cost ~130 s
     before the first batch while the decoding itself took ~15 s (experiments/value_function:
-    a value run preloaded six times, ~14 of its 20 minutes)."""
+    a value run started six passes, ~13 of its ~21 minutes)."""
     whole = PreloadedDataset(ConcatDataset(sources), num_workers)
     parts, start = [], 0
     for source in sources:
