@@ -10,9 +10,10 @@
 #   MAX_STEPS_pi05_small=6000 bash benchmarks/device/advantage_gpu.sh
 # One seed per arm (a session's 30 device minutes hold about that; the recording is seeded, the
 # same every session): POLICIES="pi05_small pi05_small-adv". Measured (H100, 2026-11-27): the
-# recording ~6 min of the first call; the value run's 2,400 steps 4.6 min beside two Pi0.5 jobs,
-# those at ~11 steps/s each. Keep each call's own output in a file: a call the device tool
-# stops at its limit returns nothing of a pipe.
+# recording ~6-7 min of the first call (inferred: that call's output was lost); the value
+# run's 2,400 steps 4.6 min beside two Pi0.5 jobs, those at ~11 steps/s each.
+# Keep each call's own output in a file: a call the device tool stops at its limit returns
+# nothing of a pipe.
 set -u -o pipefail
 S=$(date +%s)
 source benchmarks/device/env.sh || exit 1
