@@ -51,24 +51,45 @@ def test_experiment_files_are_found() -> None:
     assert group_options("experiment") == EXPERIMENTS
 
 
-def test_advantage_experiments_record_one_dataset() -> None:
-    """The value run and the two Pi0.5 arms of the RECAP comparison read the same recording:
-    what the collect stage's cache key holds (task suite, cameras, collect settings but the
-    worker count) is the same in both experiments."""
-    value, policy = (
-        compose_config([f"+experiment={e}"])
-        for e in ("advantage_tabletop_value", "advantage_tabletop")
-    )
+def _collect_key(cfg):
+    """What the collect stage's cache key holds: task suite, cameras, collect settings but the
+    worker count."""
+    collect = OmegaConf.to_container(cfg.data.collect, resolve=True)
+    collect.pop("n_workers")
+    suite = OmegaConf.to_container(cfg.task_suite, resolve=True)
+    return suite, list(cfg.camera.names), collect
 
-    def key(cfg):
-        collect = OmegaConf.to_container(cfg.data.collect, resolve=True)
-        collect.pop("n_workers")
-        suite = OmegaConf.to_container(cfg.task_suite, resolve=True)
-        return suite, list(cfg.camera.names), collect
 
-    assert key(value) == key(policy)
+@pytest.mark.parametrize(
+    "pair",
+    [
+        ("advantage_tabletop_value", "advantage_tabletop"),  # RECAP: value run and both arms
+        ("rvq_policy_tabletop_spatial", "tabletop_spatial"),  # RVQ policy and its flow Pi0.5
+    ],
+)
+def test_compared_experiments_record_one_dataset(pair: tuple[str, str]) -> None:
+    """Experiments compared with one another read the same recording."""
+    a, b = (compose_config([f"+experiment={e}"]) for e in pair)
+    assert _collect_key(a) == _collect_key(b)
+    assert _collect_key(a) != _collect_key(compose_config(["+experiment=quickstart"]))
+
+
+def test_advantage_arms_train_on_the_unfiltered_mix() -> None:
+    policy = compose_config(["+experiment=advantage_tabletop"])
     assert policy.task_suite.perturbation.fault_prob == 0.5  # a mix, not only failures
     assert not policy.data.train_success_only and not policy.policy.advantage.enabled
+
+
+def test_rvq_experiment_takes_the_flow_recipe() -> None:
+    """The RVQ policy is compared with tabletop_spatial's Pi0.5 at the same backbone and
+    recipe: same patch size, augmentation and schedule, batch-1 evaluation for latencies."""
+    rvq, flow = (
+        compose_config([f"+experiment={e}"]) for e in ("rvq_policy_tabletop_spatial", "tabletop_spatial")
+    )
+    assert rvq.policy.type == "rvq_policy" and flow.policy.type == "pi05"
+    for k in ("vision", "vlm", "augment"):
+        assert rvq.policy[k] == flow.policy[k], k
+    assert rvq.trainer.max_steps == flow.trainer.max_steps and rvq.eval.n_envs == 1
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

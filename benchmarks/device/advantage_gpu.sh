@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# experiments/value_function's closed-loop RECAP comparison on one GPU (device tool): record
-# advantage_tabletop's demos, train the value function on them and label advantages
+# experiments/value_function's closed-loop RECAP comparison on the GPU machine (device tool):
+# record advantage_tabletop's demos, train the value function on them and label advantages
 # (+experiment=advantage_tabletop_value, /tmp/runs/value), and train + evaluate Pi0.5 on the
 # same frames unfiltered (jobs pi05_small, pi05_small-s1: seeds 0 and 1) and
 # advantage-conditioned on the value run's advantage_dataset (pi05_small-adv, pi05_small-adv1),
@@ -8,10 +8,18 @@
 # the advantage dataset appears. Carry [".whl/dist", ".gl"]. Issue the same command call after
 # call, each at once (an idle machine is handed back after 30 s, the runs with it):
 #   MAX_STEPS_pi05_small=6000 bash benchmarks/device/advantage_gpu.sh
-# One seed per arm (a session's 30 device minutes hold about that; the recording is seeded, the
-# same every session): POLICIES="pi05_small pi05_small-adv". Measured (H100, 2026-11-27): the
-# recording ~6-7 min of the first call (inferred: that call's output was lost); the value
-# run's 2,400 steps 4.6 min beside two Pi0.5 jobs, those at ~11 steps/s each.
+# One seed per arm (a session's 30 device minutes hold about that on one GPU; the recording is
+# seeded, the same every session): POLICIES="pi05_small pi05_small-adv". Device time is the
+# time a machine is held, whatever its GPUs: on nvidia-h100-x4 the jobs go round robin over
+# the cards (POLICIES' order), the value run on the last one, the recording on 60 cores.
+# WITH_RVQ=1 adds experiments/rvq_adaptive's comparison to the same machine: the RVQ policy
+# (rvq_policy_small-rvq: tokenizer fit, then training; +experiment=rvq_policy_tabletop_spatial)
+# and the flow Pi0.5 (pi05_small-flow; +experiment=tabletop_spatial) on tabletop_spatial's own
+# demos, recorded beside the mix, then rvq_compare (rvq_policy_small-cmp) once both ended:
+#   WITH_RVQ=1 MAX_STEPS_pi05_small=5000 MAX_STEPS_rvq_policy_small=5000 bash benchmarks/device/advantage_gpu.sh
+# Measured (H100, 2026-11-27): the recording ~6-7 min of the first call with 12 workers
+# (inferred: that call's output was lost); the value run's 2,400 steps 4.6 min beside two
+# Pi0.5 jobs, those at ~11 steps/s each.
 # Keep each call's own output in a file: a call the device tool stops at its limit returns
 # nothing of a pipe.
 set -u -o pipefail
@@ -21,18 +29,38 @@ R=/tmp/runs; SRC=/tmp/src; mkdir -p $R
 test -d $SRC || cp -r "$PWD" $SRC
 export EXPERIMENT=advantage_tabletop EPISODES=${EPISODES:-200} EVAL_EPISODES=${EVAL_EPISODES:-50}
 export POLICIES=${POLICIES:-"pi05_small pi05_small-s1 pi05_small-adv pi05_small-adv1"}
-export EXTRA="policy.compile=true callbacks.step_checkpoint.save_freq=500 ${EXTRA:-}"
+export EXTRA="callbacks.step_checkpoint.save_freq=500 ${EXTRA:-}" EXTRA_pi05_small="policy.compile=true ${EXTRA_pi05_small:-}"
 export EXTRA_s1="seed=1" EXTRA_adv="policy.advantage.enabled=true data.source=lerobot data.root=$R/value/advantage_dataset"
 export EXTRA_adv1="$EXTRA_adv seed=1" WAIT_adv=$R/value/advantage_dataset WAIT_adv1=$R/value/advantage_dataset
-export DETACH=1 COLLECT_S=${COLLECT_S:-420} CALL_S=${CALL_S:-565}
+# COLLECT_TAGS " ": tabletop_spatial_gpu.sh records nothing itself (done above)
+export DETACH=1 COLLECT_S=${COLLECT_S:-420} CALL_S=${CALL_S:-565} COLLECT_TAGS=${COLLECT_TAGS:-" "}
+NGPU=$(nvidia-smi -L | wc -l) WORKERS=$(( $(nproc) > 16 ? $(nproc) - 4 : 12 ))
+if test "${WITH_RVQ:-0}" = 1; then
+  # tabletop_spatial's recipe (150 demos a task, no faults, successes only); the comparison
+  # evaluates 20 seeds a task at batch 1 (rvq_compare's latencies are one robot's)
+  export POLICIES="$POLICIES pi05_small-flow rvq_policy_small-rvq rvq_policy_small-cmp"
+  export EXP_flow=tabletop_spatial EXP_rvq=rvq_policy_tabletop_spatial EXP_cmp=rvq_policy_tabletop_spatial
+  export EXTRA_flow="data.collect.episodes_per_task=150 stages=[collect,train]"
+  export EXTRA_rvq="data.collect.episodes_per_task=150 stages=[collect,tokenizer_fit,train]"
+  export EXTRA_cmp="data.collect.episodes_per_task=150 stages=[rvq_compare] eval.n_episodes=20 \
+policy.path=$R/rvq_policy_small-rvq rvq_compare.flow_policy=$R/pi05_small-flow"
+  export WAIT_cmp="$R/rvq_policy_small-rvq.rc $R/pi05_small-flow.rc"
+fi
 if ! test -e $R/value.launched; then
-  # the recording, once, with every core (the training jobs and the value run find it cached)
+  # the recordings, once, with every core (the training jobs and the value run find them cached)
+  NR=1; test "${WITH_RVQ:-0}" = 1 && NR=2
   OMP_NUM_THREADS=1 timeout $COLLECT_S python3 -m vlaexp +experiment=advantage_tabletop paths.root_dir=$R \
-    print_config=false "stages=[collect]" data.collect.n_workers=12 hydra.run.dir=$R/collect_adv 2>&1 \
-    | grep -aE "expert successes|rror" | cut -c1-300
+    print_config=false "stages=[collect]" data.collect.n_workers=$(( WORKERS / NR )) hydra.run.dir=$R/collect_adv 2>&1 \
+    | grep -aE "expert successes|rror" | cut -c1-300 &
+  test $NR = 2 && OMP_NUM_THREADS=1 timeout $COLLECT_S python3 -m vlaexp +experiment=tabletop_spatial paths.root_dir=$R \
+    print_config=false "stages=[collect]" data.collect.n_workers=$(( WORKERS / NR )) data.collect.use_videos=false \
+    data.collect.task_ids=[0,1] data.collect.episodes_per_task=150 hydra.run.dir=$R/collect_flow 2>&1 \
+    | grep -aE "expert successes|rror" | cut -c1-300 &
+  wait
   echo "collect done after $(( $(date +%s) - S )) s"
-  # the value function and its advantages, in its own session (outlives this call)
-  (cd $SRC && PYTHONPATH=/tmp/site:$SRC setsid nohup bash -c 'python3 -m vlaexp "$@"; echo $? > '$R'/value.rc' _ \
+  # the value function and its advantages, in its own session (outlives this call), on the
+  # last GPU (the jobs' round robin starts at the first)
+  (cd $SRC && CUDA_VISIBLE_DEVICES=$(( NGPU - 1 )) PYTHONPATH=/tmp/site:$SRC setsid nohup bash -c 'python3 -m vlaexp "$@"; echo $? > '$R'/value.rc' _ \
     +experiment=advantage_tabletop_value paths.root_dir=$R hydra.run.dir=$R/value print_config=false \
     trainer.max_time=00:01:00:00 ${EXTRA_value:-} >> $R/value.log 2>&1 < /dev/null &)
   touch $R/value.launched

@@ -41,7 +41,7 @@ EXTRA=${EXTRA:-} EPISODES=${EPISODES:-150} COLLECT_S=${COLLECT_S:-300}
 S=$(date +%s)
 source benchmarks/device/env.sh || exit 1
 OUT=${OUT:-/tmp/out}; R=/tmp/runs; mkdir -p $R $OUT
-COMMON="+experiment=${EXPERIMENT:-tabletop_spatial} paths.root_dir=$R print_config=false data.collect.use_videos=false
+COMMON="paths.root_dir=$R print_config=false data.collect.use_videos=false
  trainer.log_every_n_steps=50 eval.n_videos=0 data.collect.task_ids=$TASKS eval.task_ids=$TASKS
  eval.n_episodes=$EVAL_EPISODES data.collect.episodes_per_task=$EPISODES rnd.visualize.video=false"
 # recording runs in env processes: as many as the machine's cores allow (the dataset is the same)
@@ -51,6 +51,10 @@ WORKERS=${WORKERS:-$(( $(nproc) > 16 ? $(nproc) - 4 : 12 ))}
 # the dataset recorded here instead of recording it again with fewer workers each
 pol() { echo ${1%%-*}; }                                  # pi0_small-d400 -> pi0_small
 tag() { case $1 in *-*) echo ${1#*-};; *) echo -;; esac; }  # pi0_small-d400 -> d400
+# the experiment of a job or recording tag: EXP_<tag> where set (e.g. the RVQ policy's jobs
+# beside the Pi0.5 ones, advantage_gpu.sh), else EXPERIMENT
+exp() { local t=$(tag $1) E=EXPERIMENT; test $t = - || { E=EXP_$t; test -n "${!E:-}" || E=EXPERIMENT; }
+  echo "+experiment=${!E:-tabletop_spatial}"; }
 # the overrides of job $1 beyond COMMON, in order (EXTRA, then the policy's, the tag's, the job's)
 overrides() {
   local p=$(pol $1) t=$(tag $1); local MINE=EXTRA_$p TAGV=EXTRA_$t JOBV=EXTRA_${p}_$t
@@ -67,7 +71,7 @@ launch() {  # job (<policy> or <policy>-<tag>), how: "timeout" (ends with the ca
   test -e $R/$p/checkpoints/last && RESUME=true
   # a run killed before its first checkpoint has nothing to resume: start it again
   $RESUME || rm -rf $R/$p
-  local CMD="python3 -m vlaexp $COMMON policy=$(pol $p) hydra.run.dir=$R/$p resume=$RESUME trainer.max_time=$MAX_TIME
+  local CMD="python3 -m vlaexp $(exp $p) $COMMON policy=$(pol $p) hydra.run.dir=$R/$p resume=$RESUME trainer.max_time=$MAX_TIME
     trainer.max_steps=${!STEPS:-$MAX_STEPS} policy.scheduler.decay_steps=${!DECAY:-${!STEPS:-$MAX_STEPS}} $(overrides $p)"
   if test $2 = detach; then
     rm -f $R/$p.rc
@@ -80,11 +84,12 @@ launch() {  # job (<policy> or <policy>-<tag>), how: "timeout" (ends with the ca
   fi
 }
 running() { pgrep -f "hydra.run.dir=$R/$1 " > /dev/null; }
-# WAIT_<tag>=<path>: the tag's jobs start once that path exists (e.g. a dataset another job
-# writes; advantage_gpu.sh), looked for every 10 s while the call watches (DETACH=1)
+# WAIT_<tag>="<path> ...": the tag's jobs start once every one of those paths exists (e.g. a
+# dataset another job writes, or other jobs' .rc files; advantage_gpu.sh), looked for every
+# 10 s while the call watches (DETACH=1)
 ready() {
-  local t=$(tag $1); test $t = - && return 0
-  local W=WAIT_$t; test -z "${!W:-}" || test -e "${!W}"
+  local t=$(tag $1) w; test $t = - && return 0
+  local W=WAIT_$t; for w in ${!W:-}; do test -e $w || return 1; done
 }
 start_ready() {  # launch each job that has not ended, is not running and may start
   local i=0 p
@@ -106,7 +111,7 @@ else
     # one thread per env process: attempt 11's three recordings side by side (60 env processes
     # at OMP_NUM_THREADS=4 on 64 cores) made ~1.1 demos/s each (150 in 132 s), against
     # > 1.4/s from 12 on 16 cores in attempt 10 (300 in 212 s, install included); not measured since
-    OMP_NUM_THREADS=1 timeout $COLLECT_S python3 -m vlaexp $COMMON $EXTRA $X "stages=[collect]" data.collect.n_workers=$(( WORKERS / NT )) \
+    OMP_NUM_THREADS=1 timeout $COLLECT_S python3 -m vlaexp $(exp x-$t) $COMMON $EXTRA $X "stages=[collect]" data.collect.n_workers=$(( WORKERS / NT )) \
       hydra.run.dir=$R/collect_$t 2>&1 | grep -E "expert successes|Built|rror" | sed "s/^/[$t] /" &
   done; wait
   echo "install + collect done after $(( $(date +%s) - S )) s"
@@ -138,7 +143,7 @@ alone() {  # job, GPU
 c.update(dict(compile=False, cuda_graphs=False) if v == 'eager' else dict(n_action_steps=int(v[3:])))
 json.dump(c, open(f, 'w'))" $PM/config.json $v
     fi
-    CUDA_VISIBLE_DEVICES=$2 timeout $LEFT python3 -m vlaexp $COMMON policy=$(pol $p) "stages=[eval]" policy.path=$PM \
+    CUDA_VISIBLE_DEVICES=$2 timeout $LEFT python3 -m vlaexp $(exp $p) $COMMON policy=$(pol $p) "stages=[eval]" policy.path=$PM \
       hydra.run.dir=$RUN >> $R/${p}_alone.log 2>&1
     echo "$p alone ($v): $(python3 -c "import json; d = json.load(open('$RUN/eval/eval_info.json')); print(d['aggregated']['pc_success'], d['per_task'])" 2>&1 | tail -1)"
   done
@@ -181,6 +186,8 @@ for p in $POLICIES; do
   cp $R/$p/eval/eval_info.json $B/${p}_eval_info.json && python3 -c \
     "import json; d=json.load(open('$B/${p}_eval_info.json')); print('$p', d['aggregated'], d['per_task'], d['failure_modes'])"
   grep -aoE "val/loss: [0-9.]+" $R/$p.log | tail -1
+  # an RVQ job's tokenizer analysis, a comparison job's table (rvq_compare)
+  cp -r $R/$p/tokenizer/analysis.* $R/$p/rvq_compare $B/ 2>/dev/null
   for v in ${ALONE_VARIANTS:-saved eager}; do cp $R/${p}_alone_$v/eval/eval_info.json $B/${p}_alone_${v}_eval_info.json 2>/dev/null; done
   tail -c 1500 $R/$p.log | grep -av Warning
   if test -d $R/$p/uncertainty; then  # the RND stages ran: scores summary, detection, plots
