@@ -84,7 +84,8 @@ def test_rvq_experiment_takes_the_flow_recipe() -> None:
     """The RVQ policy is compared with tabletop_spatial's Pi0.5 at the same backbone and
     recipe: same patch size, augmentation and schedule, batch-1 evaluation for latencies."""
     rvq, flow = (
-        compose_config([f"+experiment={e}"]) for e in ("rvq_policy_tabletop_spatial", "tabletop_spatial")
+        compose_config([f"+experiment={e}"])
+        for e in ("rvq_policy_tabletop_spatial", "tabletop_spatial")
     )
     assert rvq.policy.type == "rvq_policy" and flow.policy.type == "pi05"
     for k in ("vision", "vlm", "augment"):
