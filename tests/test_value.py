@@ -176,6 +176,30 @@ def test_positive_thresholds_leave_the_asked_fraction_per_task() -> None:
         positive_thresholds(adv, 1.0)
 
 
+def test_positive_by_outcome_splits_failures_at_their_fault() -> None:
+    from vlaexp.value.advantage import positive_by_outcome
+
+    positive = {
+        0: np.array([1, 1, 0, 0], bool),  # success: 2 of 4
+        1: np.array([1, 0, 1, 1, 1], bool),  # fault at frame 2: before 1 of 2, after 3 of 3
+        2: np.array([0, 0], bool),  # failure, fault unknown
+        3: np.array([1, 0, 0, 0], bool),  # fault at 0: after 1 of 4
+    }
+    shares = positive_by_outcome(
+        positive, {0: True, 1: False, 2: False, 3: False}, {0: None, 1: 2, 2: None, 3: 0}
+    )
+    assert shares == {
+        "successes": 0.5,
+        "failures_before_fault": 0.5,
+        "failures_after_fault": 4 / 7,
+        "failures_fault_unknown": 0.0,
+    }
+    assert (
+        positive_by_outcome(positive, dict.fromkeys(positive, True), {})["failures_after_fault"]
+        is None
+    )
+
+
 def test_advantage_dataset_adds_two_columns_lerobot_loads(tiny_dataset, tmp_path) -> None:
     import json
 

@@ -370,6 +370,8 @@ def test_train_stage_fits_a_value_fn_value_eval_and_value_advantage(
     assert summary["episodes"] == 6 and summary["frames"] == 96 and summary["horizon"] == 50
     for fraction in summary["positive_fraction"].values():  # 2 tasks x 48 frames
         assert abs(fraction - 0.3) <= 1 / 48
+    shares = summary["positive_by_outcome"]  # the tiny set's failures carry no fault frame
+    assert 0.0 <= shares["successes"] <= 1.0 and shares["failures_after_fault"] is None
     derived = LeRobotDataset("test/advantage", root=ctx.artifacts["advantage_dataset"])
     adv = derived.hf_dataset["advantage"]
     assert len(adv) == 96 and all(np.isfinite(float(a)) for a in adv)

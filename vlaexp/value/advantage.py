@@ -58,6 +58,38 @@ def positive_thresholds(
     }
 
 
+def positive_by_outcome(
+    positive: Mapping[int, np.ndarray],
+    success: Mapping[int, bool],
+    fault_frames: Mapping[int, int | None],
+) -> dict[str, float | None]:
+    """The share of frames labelled positive among successes' frames, failures' frames before
+    their scripted fault, after it (from the fault frame on), and failures whose fault frame is
+    unknown. Conditioning filters the degraded demos only where the frames after a fault are
+    rarely positive; None where a group has no frames."""
+    groups: dict[str, list[np.ndarray]] = {
+        "successes": [],
+        "failures_before_fault": [],
+        "failures_after_fault": [],
+        "failures_fault_unknown": [],
+    }
+    for ep, pos in positive.items():
+        pos = np.asarray(pos, dtype=bool)
+        fault = fault_frames.get(ep)
+        if success[ep]:
+            groups["successes"].append(pos)
+        elif fault is None:
+            groups["failures_fault_unknown"].append(pos)
+        else:
+            groups["failures_before_fault"].append(pos[:fault])
+            groups["failures_after_fault"].append(pos[fault:])
+    out: dict[str, float | None] = {}
+    for name, parts in groups.items():
+        frames = np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
+        out[name] = float(frames.mean()) if len(frames) else None
+    return out
+
+
 def write_advantage_dataset(
     src: str | Path,
     dst: str | Path,

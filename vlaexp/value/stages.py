@@ -17,7 +17,12 @@ from vlaexp.data.datamodule import datamodule_from_config
 from vlaexp.errors import ConfigError, VlaexpError
 from vlaexp.pipeline.context import RunContext
 from vlaexp.uncertainty.visualize import log_to_wandb
-from vlaexp.value.advantage import n_step_advantages, positive_thresholds, write_advantage_dataset
+from vlaexp.value.advantage import (
+    n_step_advantages,
+    positive_by_outcome,
+    positive_thresholds,
+    write_advantage_dataset,
+)
 from vlaexp.value.labels import expected_value
 from vlaexp.value.metrics import value_metrics
 from vlaexp.value.model import load_value_function
@@ -164,6 +169,10 @@ def advantage_stage(ctx: RunContext) -> None:
         },
         "mean_advantage_successes": mean_over(True),
         "mean_advantage_failures": mean_over(False),
+        # is the degraded behaviour labelled negative? (the share positive, per group)
+        "positive_by_outcome": positive_by_outcome(
+            positive, success, {e: datamodule.outcomes[e].get("fault_frame") for e in advantages}
+        ),
     }
     (ctx.run_dir / "advantage.json").write_text(json.dumps(summary, indent=2))
     ctx.artifacts["advantage_dataset"] = out
