@@ -250,6 +250,26 @@ def test_preloaded_dataset_serves_the_same_samples(tiny_dataset: Path) -> None:
             assert list(loaded_batch[k]) == list(v)
 
 
+def test_preload_workers_fork_from_a_server_and_decode_the_same(tiny_dataset: Path) -> None:
+    """The preload pass's workers start from a forkserver (one import of torch, LeRobot and
+    vlaexp for all of them, not one per spawned worker) and store what a pass without
+    workers stores."""
+    from vlaexp.data import datamodule as dm_mod
+
+    assert dm_mod.preload_worker_context(0) is None
+    assert dm_mod.preload_worker_context(2).get_start_method() == "forkserver"
+    assert dm_mod.preload_worker_context(2, "spawn").get_start_method() == "spawn"
+    dm = tiny_datamodule(tiny_dataset, ("agentview", "wrist"), batch_size=8)
+    dm.setup("fit")
+    alone, workers = (dm_mod.PreloadedDataset(dm.datasets["val"], n, batch_size=4) for n in (0, 2))
+    assert alone.data.keys() == workers.data.keys()
+    for k, v in alone.data.items():
+        if torch.is_tensor(v):
+            assert torch.equal(workers.data[k], v), k
+        else:
+            assert workers.data[k] == v
+
+
 def test_preload_decodes_every_split_it_keeps_in_one_pass(tiny_dataset: Path, monkeypatch) -> None:
     """One decoding pass (one start of its workers) per DataModule: train and val for a
     policy, every split for a value function (its eval and advantage stages read them all);

@@ -19,7 +19,12 @@
 #   WITH_RVQ=1 MAX_STEPS_pi05_small=5000 MAX_STEPS_rvq_policy_small=5000 bash benchmarks/device/advantage_gpu.sh
 # Measured (H100, 2026-11-27): the recording ~6-7 min of the first call with 12 workers
 # (inferred: that call's output was lost); the value run's 2,400 steps 4.6 min beside two
-# Pi0.5 jobs, those at ~11 steps/s each.
+# Pi0.5 jobs, those at ~11 steps/s each. On nvidia-h100-x4 (WITH_RVQ=1, both arms' two seeds,
+# 5,000 steps): both recordings side by side 416 s; the value run 8.6 min (2 of them waiting
+# for its preload workers to spawn beside four starting jobs); unfiltered Pi0.5 done and
+# evaluated ~13.5 min after launch; the conditioned ones ~12 min of training after the
+# advantage dataset appeared (~9 steps/s). All of it did not fit one session's 30 minutes:
+# the conditioned seed 0's evaluation and the RVQ comparison were left (experiments/value_function).
 # Keep each call's own output in a file: a call the device tool stops at its limit returns
 # nothing of a pipe.
 set -u -o pipefail

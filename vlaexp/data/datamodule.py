@@ -9,6 +9,7 @@ from the frames themselves.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import time
 from pathlib import Path
@@ -37,6 +38,29 @@ def _lerobot():
     from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
 
     return LeRobotDataset, LeRobotDatasetMetadata
+
+
+# What a preload worker needs, imported once in the forkserver instead of in every worker
+PRELOAD_MODULES = ["torch", "lerobot.datasets.lerobot_dataset", "vlaexp.data.datamodule"]
+
+
+def preload_worker_context(num_workers: int, start_method: str = "forkserver"):
+    """The multiprocessing context of the preload pass's workers (None without workers).
+
+    Not fork: Lightning calls ``setup`` after CUDA (and pyarrow's thread pool) are up in this
+    process, and forking a process with running threads can deadlock. ``spawn`` is safe but
+    each worker imports torch, LeRobot and vlaexp anew: beside other jobs starting on a GPU
+    machine that took ~120 s before the first batch (experiments/value_function). The
+    forkserver is a fresh process that imports them once and forks each worker from itself:
+    8 workers on this 2-core machine reach their first batch in 14 s instead of 62 (the whole
+    pass 16 s instead of 70); with 2 workers on 2 cores the two are even (13 s)
+    (benchmarks/bench_preload_start.py, results/preload_start*.md)."""
+    if num_workers == 0:
+        return None
+    ctx = multiprocessing.get_context(start_method)
+    if start_method == "forkserver":
+        ctx.set_forkserver_preload(PRELOAD_MODULES)  # read when the server starts
+    return ctx
 
 
 def open_metadata(repo_id: str | None, root: str | Path | None):
@@ -113,14 +137,18 @@ class PreloadedDataset(Dataset):
     (every pixel is k/255) and a rounding to 1/255 otherwise.
     """
 
-    def __init__(self, source: PolicyDataset, num_workers: int, batch_size: int = 64) -> None:
-        # Spawned workers: Lightning calls `setup` after CUDA (and pyarrow's thread pool) are
-        # up in this process, and forking a process with running threads can deadlock.
+    def __init__(
+        self,
+        source: PolicyDataset,
+        num_workers: int,
+        batch_size: int = 64,
+        start_method: str = "forkserver",
+    ) -> None:
         loader = DataLoader(
             source,
             batch_size=batch_size,
             num_workers=num_workers,
-            multiprocessing_context="spawn" if num_workers > 0 else None,
+            multiprocessing_context=preload_worker_context(num_workers, start_method),
         )
         parts: dict[str, list[Any]] = {}
         total, done, next_report, started = len(source), 0, 0.0, time.time()
@@ -176,7 +204,7 @@ class PreloadedDataset(Dataset):
 
 def preload_together(sources: list[Dataset], num_workers: int) -> list[PreloadedDataset]:
     """One :class:`PreloadedDataset` per source, decoded in a single pass. Each pass starts
-    its spawned workers anew, and beside other jobs on a GPU machine that start cost ~130 s
+    its workers anew, and beside other jobs on a GPU machine spawning them cost ~130 s
     before the first batch while the decoding itself took ~15 s (experiments/value_function:
     a value run started six passes, ~13 of its ~21 minutes)."""
     whole = PreloadedDataset(ConcatDataset(sources), num_workers)
