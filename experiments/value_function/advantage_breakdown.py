@@ -15,13 +15,14 @@ among successes, failures before their fault, after it, and after it per fault k
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from ranking_from_predictions import read_predictions, read_records
 
+from vlaexp.data.episodes import fault_frame
 from vlaexp.value.advantage import n_step_advantages, positive_by_outcome
 
 
@@ -33,28 +34,16 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True, help="writes <out>.json and <out>.md")
     args = ap.parse_args()
     summary = json.loads(args.advantage.read_text())
-    records = {}
-    for line in args.episodes.read_text().splitlines():
-        r = json.loads(line)
-        records[int(r["episode_index"])] = r
-    frames: dict[int, list[tuple[int, float, float]]] = defaultdict(list)
-    with args.predictions.open() as f:
-        for row in csv.DictReader(f):
-            frames[int(row["episode_index"])].append(
-                (int(row["frame_index"]), float(row["value"]), float(row["expected_value"]))
-            )
+    records = read_records(args.episodes)
     positive, success, fault = {}, {}, {}
-    for ep, rows in frames.items():
-        rows.sort()
-        labels = np.array([r[1] for r in rows])
-        values = np.array([r[2] for r in rows])
+    for ep, (labels, values, ok) in read_predictions(args.predictions, records).items():
         rec = records[ep]
         adv = n_step_advantages(labels, values, summary["horizon"])
         positive[ep] = adv >= summary["thresholds"][rec["instruction"]]
-        success[ep] = bool(rec["success"])
-        fault[ep] = None if success[ep] else rec.get("expert_fault_step")
+        success[ep] = ok
+        fault[ep] = None if ok else fault_frame(rec)  # as the value_advantage stage counts it
     result: dict = {
-        "episodes": len(frames),
+        "episodes": len(positive),
         "shares": positive_by_outcome(positive, success, fault),
     }
     kinds: dict[str, list[np.ndarray]] = defaultdict(list)

@@ -47,8 +47,21 @@ def run_files(run: Path) -> tuple[str, Path, Path]:
     return name, run, run.with_name(f"{name}_value_eval.json")
 
 
-def run_metrics(run: Path, records: dict[int, dict]) -> dict[str, float]:
-    _, predictions, logged = run_files(run)
+def read_records(path: Path) -> dict[int, dict]:
+    """The dataset's episode records (``meta/vlaexp_episodes.jsonl``) by episode index."""
+    records = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            records[int(r["episode_index"])] = r
+    return records
+
+
+def read_predictions(
+    predictions: Path, records: dict[int, dict]
+) -> dict[int, tuple[np.ndarray, np.ndarray, bool]]:
+    """Per test episode of ``value_predictions.csv``, in frame order: (true values, expected
+    values, success), checked against the episode records (length and outcome)."""
     frames: dict[int, list[tuple[int, float, float]]] = defaultdict(list)
     success: dict[int, bool] = {}
     with open(predictions) as f:
@@ -58,15 +71,22 @@ def run_metrics(run: Path, records: dict[int, dict]) -> dict[str, float]:
                 (int(row["frame_index"]), float(row["value"]), float(row["expected_value"]))
             )
             success[e] = bool(int(row["success"]))
-    episodes = sorted(frames)
-    for e in episodes:
-        frames[e].sort()
-        if records[e]["length"] != len(frames[e]) or records[e]["success"] != success[e]:
-            raise SystemExit(f"{run}: episode {e} does not match the records given")
+    out = {}
+    for e in sorted(frames):
+        rows = sorted(frames[e])
+        if records[e]["length"] != len(rows) or records[e]["success"] != success[e]:
+            raise SystemExit(f"{predictions}: episode {e} does not match the records given")
+        out[e] = (np.array([v for _, v, _ in rows]), np.array([p for _, _, p in rows]), success[e])
+    return out
+
+
+def run_metrics(run: Path, records: dict[int, dict]) -> dict[str, float]:
+    _, predictions, logged = run_files(run)
+    episodes = read_predictions(predictions, records)
     metrics = ranking_metrics(
-        [np.array([p for _, _, p in frames[e]]) for e in episodes],
-        [np.array([v for _, v, _ in frames[e]]) for e in episodes],
-        [success[e] for e in episodes],
+        [pred for _, pred, _ in episodes.values()],
+        [true for true, _, _ in episodes.values()],
+        [ok for _, _, ok in episodes.values()],
         [fault_frame(records[e]) for e in episodes],
     )
     if logged.is_file():  # the same figures as value_eval wrote, where it computed them
@@ -85,11 +105,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True, help="writes OUT.md and OUT.json")
     args = parser.parse_args()
-    records = {}
-    for line in args.episodes.read_text().splitlines():
-        if line.strip():
-            r = json.loads(line)
-            records[int(r["episode_index"])] = r
+    records = read_records(args.episodes)
     results = {run_files(run)[0]: run_metrics(run, records) for run in args.runs}
     lines = ["| run | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     for run, m in results.items():

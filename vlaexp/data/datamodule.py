@@ -137,18 +137,12 @@ class PreloadedDataset(Dataset):
     (every pixel is k/255) and a rounding to 1/255 otherwise.
     """
 
-    def __init__(
-        self,
-        source: PolicyDataset,
-        num_workers: int,
-        batch_size: int = 64,
-        start_method: str = "forkserver",
-    ) -> None:
+    def __init__(self, source: PolicyDataset, num_workers: int, batch_size: int = 64) -> None:
         loader = DataLoader(
             source,
             batch_size=batch_size,
             num_workers=num_workers,
-            multiprocessing_context=preload_worker_context(num_workers, start_method),
+            multiprocessing_context=preload_worker_context(num_workers),
         )
         parts: dict[str, list[Any]] = {}
         total, done, next_report, started = len(source), 0, 0.0, time.time()
@@ -206,7 +200,8 @@ def preload_together(sources: list[Dataset], num_workers: int) -> list[Preloaded
     """One :class:`PreloadedDataset` per source, decoded in a single pass. Each pass starts
     its workers anew, and beside other jobs on a GPU machine spawning them cost ~130 s
     before the first batch while the decoding itself took ~15 s (experiments/value_function:
-    a value run started six passes, ~13 of its ~21 minutes)."""
+    a value run started six passes, ~13 of its ~21 minutes; the workers start from a
+    forkserver now, :func:`preload_worker_context`)."""
     whole = PreloadedDataset(ConcatDataset(sources), num_workers)
     parts, start = [], 0
     for source in sources:
