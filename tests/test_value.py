@@ -200,6 +200,25 @@ def test_positive_by_outcome_splits_failures_at_their_fault() -> None:
     )
 
 
+def test_positive_by_progress_profiles_successes_by_tenth() -> None:
+    from vlaexp.value.advantage import positive_by_progress
+
+    positive = {
+        0: np.array([1, 1, 0, 0], bool),  # success: halves 2 of 2, 0 of 2
+        1: np.array([0, 1, 1, 1, 1, 1], bool),  # success: halves 2 of 3, 3 of 3
+        2: np.array([1, 1, 1], bool),  # failure: left out
+    }
+    success = {0: True, 1: True, 2: False}
+    assert positive_by_progress(positive, success, n_bins=2) == [4 / 5, 3 / 5]
+    # a part no success reaches (episodes shorter than the parts) is None, not 0
+    assert positive_by_progress({0: np.array([1, 0], bool)}, {0: True}, n_bins=3) == [
+        1.0,
+        0.0,
+        None,
+    ]
+    assert positive_by_progress(positive, dict.fromkeys(positive, False)) == [None] * 10
+
+
 def test_advantage_dataset_adds_two_columns_lerobot_loads(tiny_dataset, tmp_path) -> None:
     import json
 

@@ -372,6 +372,9 @@ def test_train_stage_fits_a_value_fn_value_eval_and_value_advantage(
         assert abs(fraction - 0.3) <= 1 / 48
     shares = summary["positive_by_outcome"]  # the tiny set's failures carry no fault frame
     assert 0.0 <= shares["successes"] <= 1.0 and shares["failures_after_fault"] is None
+    tenths = summary["success_positive_by_tenth"]  # 16-frame successes reach every tenth
+    assert len(tenths) == 10 and None not in tenths
+    assert min(tenths) <= shares["successes"] <= max(tenths)
     derived = LeRobotDataset("test/advantage", root=ctx.artifacts["advantage_dataset"])
     adv = derived.hf_dataset["advantage"]
     assert len(adv) == 96 and all(np.isfinite(float(a)) for a in adv)

@@ -25,6 +25,9 @@
 # evaluated ~13.5 min after launch; the conditioned ones ~12 min of training after the
 # advantage dataset appeared (~9 steps/s). All of it did not fit one session's 30 minutes:
 # the conditioned seed 0's evaluation and the RVQ comparison were left (experiments/value_function).
+# Second session (nvidia-h100-x4, POLICIES="pi05_small-adv pi05_small-adv1 pi05_small-s2
+# pi05_small-adv2", 5,000 steps): the recording alone 308 s, the value run 5.0 min, each
+# conditioned job 9.2 min of training + 68 s of evaluation, all done in three calls (1,303 s held).
 # Keep each call's own output in a file: a call the device tool stops at its limit returns
 # nothing of a pipe.
 set -u -o pipefail
@@ -37,6 +40,8 @@ export POLICIES=${POLICIES:-"pi05_small pi05_small-s1 pi05_small-adv pi05_small-
 export EXTRA="callbacks.step_checkpoint.save_freq=500 ${EXTRA:-}" EXTRA_pi05_small="policy.compile=true ${EXTRA_pi05_small:-}"
 export EXTRA_s1="seed=1" EXTRA_adv="policy.advantage.enabled=true data.source=lerobot data.root=$R/value/advantage_dataset"
 export EXTRA_adv1="$EXTRA_adv seed=1" WAIT_adv=$R/value/advantage_dataset WAIT_adv1=$R/value/advantage_dataset
+# third seeds for cards the jobs above leave idle: pi05_small-s2 (unfiltered) and pi05_small-adv2
+export EXTRA_s2="seed=2" EXTRA_adv2="$EXTRA_adv seed=2" WAIT_adv2=$R/value/advantage_dataset
 # COLLECT_TAGS " ": tabletop_spatial_gpu.sh records nothing itself (done above)
 export DETACH=1 COLLECT_S=${COLLECT_S:-420} CALL_S=${CALL_S:-565} COLLECT_TAGS=${COLLECT_TAGS:-" "}
 NGPU=$(nvidia-smi -L | wc -l) WORKERS=$(( $(nproc) > 16 ? $(nproc) - 4 : 12 ))
@@ -71,6 +76,11 @@ if ! test -e $R/value.launched; then
   touch $R/value.launched
 fi
 echo "value run: $(grep -aE "value_align:|Value function on|Advantages of" $R/value.log | cut -c1-400) rc=$(cat $R/value.rc 2>/dev/null)"
+# the share of frames the labels call positive, by outcome (successes, failures before / after
+# their fault): check it before trusting the conditioned jobs that train on them
+# and among successes' frames by tenth of the episode (a rising profile makes "positive" a phase cue)
+test -e $R/value/advantage.json && python3 -c "import json, sys; d = json.load(open(sys.argv[1]))
+print('positive_by_outcome', d.get('positive_by_outcome'), 'success_positive_by_tenth', d.get('success_positive_by_tenth'))" $R/value/advantage.json
 # its CALL_S counts from its own start: what is left of this call's
 CALL_S=$(( CALL_S - ($(date +%s) - S) )) bash benchmarks/device/tabletop_spatial_gpu.sh "[0,1]" 00:02:00:00 99999
 # the value run's files come back beside the jobs' (value.tar.gz)

@@ -20,6 +20,7 @@ from vlaexp.uncertainty.visualize import log_to_wandb
 from vlaexp.value.advantage import (
     n_step_advantages,
     positive_by_outcome,
+    positive_by_progress,
     positive_thresholds,
     write_advantage_dataset,
 )
@@ -173,6 +174,8 @@ def advantage_stage(ctx: RunContext) -> None:
         "positive_by_outcome": positive_by_outcome(
             positive, success, {e: datamodule.outcomes[e].get("fault_frame") for e in advantages}
         ),
+        # is it the same in every phase of a success? (tenths of the episode)
+        "success_positive_by_tenth": positive_by_progress(positive, success),
     }
     (ctx.run_dir / "advantage.json").write_text(json.dumps(summary, indent=2))
     ctx.artifacts["advantage_dataset"] = out
