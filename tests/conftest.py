@@ -13,6 +13,14 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# pytest-xdist runs one test process per worker (make test: one per core). torch's default of a
+# thread per core in each of them oversubscribes the cores, and its OpenMP threads spin while
+# they wait: Pi0.5's tiny overfit test took 218 s beside another worker on 2 cores, 28 s alone.
+# Each worker gets its share of the cores, set before torch starts (also for the processes the
+# tests launch: CLI runs, DDP ranks).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _workers)))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
