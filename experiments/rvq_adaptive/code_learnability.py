@@ -11,7 +11,13 @@ decoded from codes predicted layer by layer (greedy, each layer given the predic
 ones) with 2 and with all layers.
 
     python experiments/rvq_adaptive/code_learnability.py <tokenizer run> [<tokenizer run> ...] \
-        --dataset outputs/cache/datasets/<the runs' dataset> --out <name>
+        --dataset outputs/cache/datasets/<the runs' dataset> --out <name> [--soft-targets T]
+
+``--soft-targets T`` trains on soft targets instead of the one code: layer k's target puts
+weight on every code of its codebook by the code's distance to the residual that layer
+quantized, ``softmax(-d^2 / (T * m_k))`` with ``m_k`` the median squared distance from a
+residual to its own code (a chunk near a boundary between two codes is then not wrong with
+either). Evaluation is the same (the argmax against the tokenizer's code).
 
 A diagnostic for experiments/rvq_adaptive (not part of the framework); writes <name>.{md,json}.
 """
@@ -90,6 +96,25 @@ def shift(images: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tenso
     )
 
 
+def soft_targets(
+    tok: RVQTokenizer, chunks: torch.Tensor, codes: torch.Tensor, temperature: float | None
+) -> torch.Tensor | None:
+    """float[N, layers, K] soft targets (``--soft-targets``), or None. The residual layer k
+    quantized is the latent minus the codes of the layers before it (vector-quantize-pytorch's
+    ResidualVQ without projections: codebook vectors live in the latent space)."""
+    if temperature is None:
+        return None
+    books = tok.rvq.codebooks  # [layers, K, latent_dim]
+    residual = tok._latent(chunks)[:, 0]  # [N, latent_dim] (latent_steps = 1)
+    out = []
+    for k in range(books.shape[0]):
+        d2 = torch.cdist(residual, books[k]) ** 2  # [N, K]
+        own = d2.gather(1, codes[:, k : k + 1])
+        out.append(torch.softmax(-d2 / (temperature * own.median().clamp_min(1e-12)), dim=1))
+        residual = residual - books[k][codes[:, k]]
+    return torch.stack(out, dim=1)
+
+
 def run(tok_dir: Path, frames, args) -> dict:
     meta, images, state, task, actions = frames
     from omegaconf import OmegaConf
@@ -113,6 +138,7 @@ def run(tok_dir: Path, frames, args) -> dict:
         )
     with torch.no_grad():
         codes = {n: tok.encode(c)[:, :, 0] for n, c in chunks.items()}  # [N, layers]
+        soft = soft_targets(tok, chunks["train"], codes["train"], args.soft_targets)
         own = {  # the tokenizer's own error on the test chunks (from their true codes)
             k: float(
                 ((tok.decode(codes["test"][:, :, None], n_layers=k) - chunks["test"]) ** 2).mean()
@@ -140,7 +166,10 @@ def run(tok_dir: Path, frames, args) -> dict:
             h = model.features(*inputs(idx["train"][sel], augment=True))
             target = codes["train"][sel]
             loss = sum(
-                F.cross_entropy(model.logits(h, target, k), target[:, k]) for k in range(s.layers)
+                F.cross_entropy(
+                    model.logits(h, target, k), target[:, k] if soft is None else soft[sel, k]
+                )
+                for k in range(s.layers)
             )
             opt.zero_grad()
             loss.backward()
@@ -169,6 +198,7 @@ def run(tok_dir: Path, frames, args) -> dict:
     return {
         "tokenizer": str(tok_dir),
         "fit_input_noise": float(cfg.tokenizer.get("fit_input_noise", 0.0)),
+        "soft_targets": args.soft_targets,
         "train_frames": n_train,
         "test_frames": n_test,
         "steps": step,
@@ -193,6 +223,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--soft-targets", type=float, default=None, metavar="T")
     args = parser.parse_args()
     frames = load_frames(args.dataset)
     results = []
@@ -213,7 +244,9 @@ def main() -> None:
     for r in results:
         acc = " | ".join(f"{a:.3f}" for a in r["token_accuracy"])
         lines.append(
-            f"| `{Path(r['tokenizer']).name}` ({r['fit_input_noise']}) | {acc} | "
+            f"| `{Path(r['tokenizer']).name}` ({r['fit_input_noise']}"
+            + (f"; soft targets T={r['soft_targets']}" if r.get("soft_targets") else "")
+            + f") | {acc} | "
             f"{r['chunk_mse_2_layers']:.4f} ({r['tokenizer_mse_2_layers']:.4f}) | "
             f"{r['chunk_mse_all_layers']:.4f} ({r['tokenizer_mse_all_layers']:.4f}) |"
         )
