@@ -61,6 +61,31 @@ def test_expert_succeeds_in_parallel_workers_like_in_process(tmp_path: Path) -> 
     assert metrics["eval/n_grasps"] == 4 and metrics["eval/grasp_xy_error_median"] < 0.005
 
 
+def test_reseeded_noise_continues_the_same_state_under_other_noise() -> None:
+    """reseed_noise: from the step it is called, the DART noise comes from another stream
+    (or none): the state reached until then is the recording's, what follows differs."""
+    from vlaexp.sim.workers import LocalWorker
+
+    def states(stream: list[int] | None, at: int = 2, n: int = 4) -> np.ndarray:
+        w = LocalWorker(spec())
+        w.send("reset", 0, 777, True, 0.1, None)
+        out = [w.recv()["obs"]["state"]]
+        for t in range(n):
+            if t == at:
+                w.send("reseed_noise", stream)
+                w.recv()
+            w.send("step", None)
+            out.append(w.recv()["obs"]["state"])
+        w.close()
+        return np.array(out)
+
+    a, again, other, clean = states([1]), states([1]), states([2]), states(None)
+    np.testing.assert_array_equal(a, again)  # a stream is a seed: the same continuation
+    for b in (other, clean):
+        np.testing.assert_array_equal(a[:3], b[:3])  # the same state before the reseed
+        assert not np.allclose(a[3:, :3], b[3:, :3])  # other noise after it
+
+
 def test_dart_noise_moves_the_env_but_the_episode_keeps_the_experts_actions() -> None:
     """expert_noise: the env executes the expert's action plus seeded noise on x, y, z; the
     recorded action is the expert's own, and the expert corrects the drift."""

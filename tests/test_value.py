@@ -176,6 +176,21 @@ def test_positive_thresholds_leave_the_asked_fraction_per_task() -> None:
         positive_thresholds(adv, 1.0)
 
 
+def test_positive_labels_set_thresholds_per_task_over_episodes() -> None:
+    from vlaexp.value.advantage import positive_labels
+
+    adv = {0: np.array([0.0, 1.0]), 1: np.array([2.0, 3.0]), 2: np.array([10.0, -10.0])}
+    tasks = {0: "a", 1: "a", 2: "b"}
+    eps, positive = positive_labels(adv, tasks, 0.5)
+    # task a: frames 0, 1, 2, 3 -> the top half at or above the 0.5 quantile (1.5)
+    assert eps == {"a": 1.5, "b": 0.0}
+    assert [p.tolist() for p in positive.values()] == [[False, False], [True, True], [True, False]]
+    # given thresholds (a run's) are applied, not set again
+    eps, positive = positive_labels(adv, tasks, 0.5, thresholds={"a": 0.5, "b": 20.0})
+    assert eps == {"a": 0.5, "b": 20.0}
+    assert [p.tolist() for p in positive.values()] == [[False, True], [True, True], [False, False]]
+
+
 def test_positive_by_outcome_splits_failures_at_their_fault() -> None:
     from vlaexp.value.advantage import positive_by_outcome
 

@@ -27,33 +27,29 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from vlaexp.sim.factory import make_task_suite
-from vlaexp.sim.workers import NOISY_DIMS
+from vlaexp.sim.workers import LocalWorker, SuiteSpec
 from vlaexp.tokenizers.rvq import RVQTokenizer
 from vlaexp.tokenizers.stages import quantile_normalize
 
 
-def continuation(suite_env, expert, seed, frame, steps, noise, phases, branch):
-    """The expert's actions for ``steps`` steps from ``frame`` of episode ``seed`` (replayed
-    with the collect stage's noise stream), the noise after ``frame`` drawn from stream
-    ``branch`` (None: no noise after it). None if the episode ends first."""
-    obs = suite_env.reset(seed)
-    expert.reset()
-    demo_rng = np.random.default_rng([seed, 0xDA27])  # the collect stage's stream
-    branch_rng = None if branch is None else np.random.default_rng([seed, frame, branch])
+def continuation(worker, task, seed, frame, steps, noise, phases, branch):
+    """The expert's actions for ``steps`` steps from ``frame`` of episode ``seed`` of ``task``,
+    replayed with the collect stage's noise (the env worker's own DART injection), the noise
+    after ``frame`` drawn from stream ``branch`` (None: no noise after it). None if the episode
+    ends first."""
+    worker.send("reset", task, seed, True, noise, phases)
+    worker.recv()
     actions = []
     for t in range(frame + steps):
-        action = np.asarray(expert.act(obs), dtype=np.float32)
-        rng = demo_rng if t < frame else branch_rng
-        executed = action.copy()
-        if rng is not None and (phases is None or expert.phase in phases):
-            executed[:NOISY_DIMS] += rng.normal(0.0, noise, NOISY_DIMS)
+        if t == frame:
+            worker.send("reseed_noise", None if branch is None else [seed, frame, branch])
+            worker.recv()
+        worker.send("step", None)  # the expert acts
+        result = worker.recv()
         if t >= frame:
-            actions.append(action)
-        result = suite_env.step(executed)
-        if (result.terminated or result.truncated) and t < frame + steps - 1:
+            actions.append(result["action"])
+        if (result["terminated"] or result["truncated"]) and t < frame + steps - 1:
             return None
-        obs = result.obs
     return np.stack(actions)
 
 
@@ -72,22 +68,21 @@ def main() -> None:
     q01, q99 = ckpt["stats"]["q01"].numpy(), ckpt["stats"]["q99"].numpy()
     collect = cfg.data.collect
     noise = float(collect.action_noise)
-    phases = None if collect.action_noise_phases is None else set(collect.action_noise_phases)
+    phases = None if collect.action_noise_phases is None else list(collect.action_noise_phases)
     if noise <= 0:
         raise SystemExit("the tokenizer run's demos have no DART noise (data.collect.action_noise)")
-    suite = make_task_suite(OmegaConf.to_container(cfg.task_suite, resolve=True), ["agentview"])
+    spec = SuiteSpec(OmegaConf.to_container(cfg.task_suite, resolve=True), ["agentview"])
+    worker = LocalWorker(spec)
     frames = [int(f) for f in args.frames.split(",")]
     steps = tok.settings.chunk_size
+    tasks = collect.task_ids if collect.task_ids is not None else spec.build().task_ids
     rows = []
-    tasks = collect.task_ids if collect.task_ids is not None else suite.task_ids
     for task in tasks:
-        env = suite.make_env(int(task))
-        expert = suite.make_expert(env)
         for i in range(args.seeds):
             seed = 777_000 + 1000 * int(task) + i  # not the recorded episodes' seeds
             for frame in frames:
                 chunks = [
-                    continuation(env, expert, seed, frame, steps, noise, phases, b)
+                    continuation(worker, int(task), seed, frame, steps, noise, phases, b)
                     for b in [None, *range(args.branches)]
                 ]
                 if any(c is None for c in chunks):
@@ -102,7 +97,7 @@ def main() -> None:
                     own = float(((tok.decode(codes[:, :, None]) - norm) ** 2).mean())
                 rows.append({"task": int(task), "seed": seed, "frame": frame,
                              "codes": codes.tolist(), "chunks": norm.tolist(), "own_mse": own})  # fmt: skip
-        env.close()
+    worker.close()
     l1 = l2 = n1 = n2 = 0
     spread, vs_clean, modal1, modal12 = [], [], [], []
     for r in rows:

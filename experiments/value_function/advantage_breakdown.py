@@ -33,7 +33,7 @@ from vlaexp.value.advantage import (
     n_step_advantages,
     positive_by_outcome,
     positive_by_progress,
-    positive_thresholds,
+    positive_labels,
 )
 
 
@@ -56,15 +56,12 @@ def main() -> None:
         success[ep] = ok
         # the fault frame as the value_advantage stage counts it
         fault[ep] = None if ok else fault_frame(records[ep])
-    if args.horizon is not None:
-        by_task: dict[str, list[np.ndarray]] = defaultdict(list)
-        for ep, adv in advantages.items():
-            by_task[records[ep]["instruction"]].append(adv)
-        thresholds = positive_thresholds(
-            {t: np.concatenate(a) for t, a in by_task.items()},
-            summary["positive_fraction_target"],
-        )
-    positive = {ep: adv >= thresholds[records[ep]["instruction"]] for ep, adv in advantages.items()}
+    _, positive = positive_labels(  # the run's thresholds, or set anew on these frames
+        advantages,
+        {ep: records[ep]["instruction"] for ep in advantages},
+        summary["positive_fraction_target"],
+        thresholds if args.horizon is None else None,
+    )
     result: dict = {
         "episodes": len(positive),
         "horizon": horizon,

@@ -80,6 +80,12 @@ class _EnvSlot:
             "max_steps": self.env.max_steps,
         }
 
+    def reseed_noise(self, stream: list[int] | None) -> None:
+        """Draw the rest of the episode's DART noise from ``stream`` (a seed sequence) instead
+        of the recording's, or none (None): the same state continued under other noise."""
+        if self.expert_noise:
+            self.noise_rng = None if stream is None else np.random.default_rng(stream)
+
     def step(self, action: np.ndarray | None) -> dict[str, Any]:
         assert self.env is not None and self.obs is not None
         executed, expert_acts = action, action is None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -56,6 +57,26 @@ def positive_thresholds(
         task: float(np.quantile(np.asarray(a, dtype=np.float64), 1.0 - positive_fraction))
         for task, a in advantages.items()
     }
+
+
+def positive_labels(
+    advantages: Mapping[int, np.ndarray],
+    tasks: Mapping[int, str],
+    positive_fraction: float = 0.3,
+    thresholds: Mapping[str, float] | None = None,
+) -> tuple[dict[str, float], dict[int, np.ndarray]]:
+    """(per-task thresholds, per-episode bool[T] ``advantage_positive``) of episodes'
+    advantages: the thresholds set over each task's frames (:func:`positive_thresholds`), or
+    the ``thresholds`` given (e.g. a run's, applied to other frames)."""
+    if thresholds is None:
+        by_task: dict[str, list[np.ndarray]] = defaultdict(list)
+        for ep, adv in advantages.items():
+            by_task[tasks[ep]].append(np.asarray(adv, dtype=np.float64))
+        thresholds = positive_thresholds(
+            {t: np.concatenate(a) for t, a in by_task.items()}, positive_fraction
+        )
+    positive = {ep: np.asarray(adv) >= thresholds[tasks[ep]] for ep, adv in advantages.items()}
+    return dict(thresholds), positive
 
 
 def positive_by_outcome(

@@ -21,7 +21,7 @@ from vlaexp.value.advantage import (
     n_step_advantages,
     positive_by_outcome,
     positive_by_progress,
-    positive_thresholds,
+    positive_labels,
     write_advantage_dataset,
 )
 from vlaexp.value.labels import expected_value
@@ -143,11 +143,7 @@ def advantage_stage(ctx: RunContext) -> None:
         values = expected_value(torch.stack(p["logits"])).numpy()[order]
         advantages[ep] = n_step_advantages(labels, values, horizon)
         tasks[ep] = datamodule.outcomes[ep]["task"]
-    by_task: dict[str, list[np.ndarray]] = defaultdict(list)
-    for ep, adv in advantages.items():
-        by_task[tasks[ep]].append(adv)
-    eps = positive_thresholds({t: np.concatenate(a) for t, a in by_task.items()}, fraction)
-    positive = {ep: adv >= eps[tasks[ep]] for ep, adv in advantages.items()}
+    eps, positive = positive_labels(advantages, tasks, fraction)
     out = write_advantage_dataset(
         datamodule.meta.root, ctx.run_dir / "advantage_dataset", advantages, positive
     )
