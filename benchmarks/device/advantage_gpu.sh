@@ -47,12 +47,14 @@ export DETACH=1 COLLECT_S=${COLLECT_S:-420} CALL_S=${CALL_S:-565} COLLECT_TAGS=$
 NGPU=$(nvidia-smi -L | wc -l) WORKERS=$(( $(nproc) > 16 ? $(nproc) - 4 : 12 ))
 if test "${WITH_RVQ:-0}" = 1; then
   # tabletop_spatial's recipe (150 demos a task, no faults, successes only); the comparison
-  # evaluates 20 seeds a task at batch 1 (rvq_compare's latencies are one robot's)
-  export POLICIES="$POLICIES pi05_small-flow rvq_policy_small-rvq rvq_policy_small-cmp"
+  # evaluates CMP_EPISODES (20) seeds a task at batch 1 (rvq_compare's latencies are one robot's)
+  # appended unless POLICIES names them already (its order places the jobs on the cards)
+  case " $POLICIES " in *" rvq_policy_small-cmp "*) ;;
+    *) export POLICIES="$POLICIES pi05_small-flow rvq_policy_small-rvq rvq_policy_small-cmp";; esac
   export EXP_flow=tabletop_spatial EXP_rvq=rvq_policy_tabletop_spatial EXP_cmp=rvq_policy_tabletop_spatial
   export EXTRA_flow="data.collect.episodes_per_task=150 stages=[collect,train]"
   export EXTRA_rvq="data.collect.episodes_per_task=150 stages=[collect,tokenizer_fit,train]"
-  export EXTRA_cmp="data.collect.episodes_per_task=150 stages=[rvq_compare] eval.n_episodes=20 \
+  export EXTRA_cmp="data.collect.episodes_per_task=150 stages=[rvq_compare] eval.n_episodes=${CMP_EPISODES:-20} \
 policy.path=$R/rvq_policy_small-rvq rvq_compare.flow_policy=$R/pi05_small-flow"
   export WAIT_cmp="$R/rvq_policy_small-rvq.rc $R/pi05_small-flow.rc"
 fi
