@@ -4,6 +4,7 @@ tokenizer; dense / coarse / adaptive decoding; its checkpoints and errors; the c
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from unittest import mock
 
@@ -18,6 +19,7 @@ from vlaexp.config.tokenizer import GROUP_ONLY
 from vlaexp.errors import ConfigError, MissingPathError
 from vlaexp.policies import rvq as rvq_module
 from vlaexp.policies.factory import load_pretrained, make_policy
+from vlaexp.tokenizers import compare
 from vlaexp.tokenizers.rvq import RVQTokenizer
 
 TOKENIZER = [
@@ -192,6 +194,12 @@ def test_backbone_loads_from_a_pi05_checkpoint(tokenizer_file, tmp_path) -> None
         torch.testing.assert_close(policy.model.state_dict()[name], pi05.model.state_dict()[name])
     with pytest.raises(Exception, match="missing"):
         rvq_policy(tokenizer_file, f"policy.backbone={tmp_path / 'pi05'}", "policy.expert.width=32")
+    # its checkpoint loads where the backbone it started from is gone, with its own weights
+    policy.save_pretrained(tmp_path / "rvq")
+    shutil.rmtree(tmp_path / "pi05")
+    loaded = load_pretrained(tmp_path / "rvq")
+    assert loaded.config.backbone is None
+    torch.testing.assert_close(loaded.state_dict(), policy.state_dict())
 
 
 def test_object_position_reaches_the_gripper_distance_monitor(tokenizer_file) -> None:
@@ -263,3 +271,25 @@ def test_rvq_experiment_fits_trains_and_compares_decodings(tmp_path) -> None:
         (tmp_path / "run" / "checkpoints" / "last" / "pretrained_model" / "config.json").read_text()
     )
     assert saved["action_tokenizer"] == str(tmp_path / "run" / "tokenizer" / "tokenizer.pt")
+
+
+def test_compare_steady_rate_leaves_out_the_first_chunk():
+    # the first call captures the CUDA graphs (5 s); the rest serve 30 steps at 20 ms a chunk
+    assert compare.steady_ms_per_step([5.0, 0.01, 0.03], 30) == pytest.approx(2.0)
+    assert compare.steady_ms_per_step([0.04], 8) == pytest.approx(5.0)  # one chunk: itself
+    assert compare.steady_ms_per_step([], 0) is None
+
+
+def test_compare_puts_both_policies_in_one_mode_uncompiled():
+    from tests.test_pi0_policy import tiny
+
+    flow = tiny("pi05_tiny", "policy.compile=true")
+    assert flow.model._sampling_compiled  # a run trained with compile comes back compiled
+    compare.act_like(flow, cuda_graphs=False)
+    assert not flow.model._sampling_compiled and "encode_prefix" not in flow.model.__dict__
+    assert flow.config.compile is False and flow.config.cuda_graphs is False
+    compare.act_like(flow, cuda_graphs=True)
+    assert flow.config.cuda_graphs is True
+    # uncompiled, it still acts
+    chunk = flow.eval().predict_action_chunk(make_batch(b=1))
+    assert chunk.shape == (1, flow.config.chunk_size, 7) and torch.isfinite(chunk).all()

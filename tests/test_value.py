@@ -284,3 +284,39 @@ def test_value_plot_puts_the_probability_mass_where_the_logits_do(tmp_path) -> N
     assert upper > lower + 50
     with pytest.raises(ValueError, match=r"must be \[T, bins\], \[T\]"):
         plot_value_over_time(tmp_path / "bad.png", torch.zeros(20, 201), np.zeros(19), "bad")
+
+
+def test_advantage_breakdown_relabels_a_grid_at_the_shares_asked(tmp_path) -> None:
+    """experiments/value_function/advantage_breakdown.py on a returned value run: one row per
+    horizon and positive share, each with about that share of the test frames positive (the
+    per-task thresholds are set on them), and the Monte-Carlo row labelling no failure frame
+    positive at 30% (every failure's return is below every success's)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    d = Path(__file__).parents[1] / "experiments" / "value_function"
+    out = tmp_path / "grid"
+    args = [d / "gpu400_c250_value_predictions.csv", d / "gpu400_mc_advantage.json"]
+    args += [d / "gpu400_adv_mix_episodes.jsonl", "--out", out]
+    grid = ["--horizon", "10", "mc", "--fraction", "0.3", "0.6"]
+    run = subprocess.run(
+        [sys.executable, d / "advantage_breakdown.py", *args, *grid],
+        capture_output=True,
+        text=True,
+        cwd=d,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert result["thresholds"] == "the test frames'"
+    rows = {(r["horizon"], r["positive_fraction"]): r for r in result["rows"]}
+    assert list(rows) == [(10, 0.3), (10, 0.6), (None, 0.3), (None, 0.6)]
+    for (_, fraction), r in rows.items():
+        assert len(r["all_positive_by_tenth"]) == 10
+        # every frame counted once over the tenths: their mean share is near the one asked
+        assert np.mean(r["all_positive_by_tenth"]) == pytest.approx(fraction, abs=0.05)
+    mc = rows[(None, 0.3)]["shares"]
+    assert mc["failures_before_fault"] == 0.0 and mc["failures_after_fault"] == 0.0
+    assert rows[(None, 0.6)]["shares"]["successes"] > mc["successes"]
+    assert "| Monte-Carlo | 0.60 |" in out.with_suffix(".md").read_text()

@@ -28,6 +28,10 @@
 # Second session (nvidia-h100-x4, POLICIES="pi05_small-adv pi05_small-adv1 pi05_small-s2
 # pi05_small-adv2", 5,000 steps): the recording alone 308 s, the value run 5.0 min, each
 # conditioned job 9.2 min of training + 68 s of evaluation, all done in three calls (1,303 s held).
+# Third session (nvidia-h100-x4, WITH_RVQ=1, POLICIES="pi05_small-flow rvq_policy_small-rvq
+# pi05_small-adv pi05_small-adv1 rvq_policy_small-cmp pi05_small-adv2": the RVQ jobs on the first
+# cards from the start, the conditioned ones after the value run): everything in three calls,
+# 1,732 s held, the comparison cut to CMP_EPISODES=5 to fit.
 # Keep each call's own output in a file: a call the device tool stops at its limit returns
 # nothing of a pipe.
 set -u -o pipefail

@@ -6,13 +6,17 @@ thresholds, set over every frame of every split) and the recording's ``vlaexp_ep
 among successes, failures before their fault, after it, and after it per fault kind, and
 among successes' frames per tenth of the episode (``positive_by_progress``).
 
-``--horizon`` (an integer, or ``mc`` for the Monte-Carlo advantage) relabels the same
-predictions with another horizon; the thresholds are then set again, per task, over the test
-frames alone so that ``positive_fraction_target`` of them are positive (the run's thresholds
-were set over every split's frames, with its own horizon).
+``--horizon`` (integers, or ``mc`` for the Monte-Carlo advantage) relabels the same
+predictions with other horizons and ``--fraction`` with other positive shares; the thresholds
+are then set again, per task, over the test frames alone so that that share of them is
+positive (the run's thresholds were set over every split's frames, with its own horizon and
+``positive_fraction_target``). One row per horizon and share. Beside the successes' profile,
+``all_positive_by_tenth`` is the share of every episode's frames positive per tenth: how much
+of each phase's data the "positive" prompt keeps of what the unfiltered policy sees.
 
     python experiments/value_function/advantage_breakdown.py <value_predictions.csv> \
-        <advantage.json> <vlaexp_episodes.jsonl> --out experiments/value_function/<name>
+        <advantage.json> <vlaexp_episodes.jsonl> --out experiments/value_function/<name> \
+        [--horizon 10 50 mc] [--fraction 0.3 0.5]
 
 (The ``value_advantage`` stage now writes the same split over all frames into
 ``advantage.json``'s ``positive_by_outcome``; the per-fault-kind rows need the episode records.)
@@ -37,67 +41,104 @@ from vlaexp.value.advantage import (
 )
 
 
+def breakdown(advantages, positive, records, success, fault) -> dict:
+    """The shares of one labelling of the test frames."""
+    kinds: dict[str, list[np.ndarray]] = defaultdict(list)
+    for ep, pos in positive.items():
+        if fault[ep] is not None:
+            kinds[records[ep]["expert_fault"]].append(pos[fault[ep] :])
+    return {
+        "shares": positive_by_outcome(positive, success, fault),
+        "after_fault_by_kind": {
+            k: {
+                "episodes": len(v),
+                "frames": int(sum(map(len, v))),
+                "share": float(np.concatenate(v).mean()),
+            }
+            for k, v in sorted(kinds.items())
+        },
+        "success_positive_by_tenth": positive_by_progress(positive, success),
+        "all_positive_by_tenth": positive_by_progress(positive, dict.fromkeys(positive, True)),
+    }
+
+
+def tenths(values: list) -> str:
+    return " ".join("-" if v is None else f"{v:.2f}" for v in values)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("predictions", type=Path)
     ap.add_argument("advantage", type=Path)
     ap.add_argument("episodes", type=Path)
     ap.add_argument("--out", type=Path, required=True, help="writes <out>.json and <out>.md")
-    ap.add_argument("--horizon", default=None, help="N, or mc; default: the run's (thresholds too)")
+    ap.add_argument(
+        "--horizon", nargs="*", default=None, help="Ns, or mc; default: the run's (thresholds too)"
+    )
+    ap.add_argument(
+        "--fraction",
+        nargs="*",
+        type=float,
+        default=None,
+        help="positive shares (default: the run's)",
+    )
     args = ap.parse_args()
     summary = json.loads(args.advantage.read_text())
     records = read_records(args.episodes)
-    horizon, thresholds = summary["horizon"], summary["thresholds"]
-    if args.horizon is not None:
-        horizon = None if args.horizon == "mc" else int(args.horizon)
-    advantages, success, fault = {}, {}, {}
-    for ep, (labels, values, ok) in read_predictions(args.predictions, records).items():
-        advantages[ep] = n_step_advantages(labels, values, horizon)
-        success[ep] = ok
-        # the fault frame as the value_advantage stage counts it
-        fault[ep] = None if ok else fault_frame(records[ep])
-    _, positive = positive_labels(  # the run's thresholds, or set anew on these frames
-        advantages,
-        {ep: records[ep]["instruction"] for ep in advantages},
-        summary["positive_fraction_target"],
-        thresholds if args.horizon is None else None,
+    relabel = args.horizon is not None or args.fraction is not None
+    horizons = (
+        [summary["horizon"]]
+        if args.horizon is None
+        else [None if h == "mc" else int(h) for h in args.horizon]
     )
-    result: dict = {
-        "episodes": len(positive),
-        "horizon": horizon,
-        "thresholds": "the run's" if args.horizon is None else "the test frames'",
-        "shares": positive_by_outcome(positive, success, fault),
-        "success_positive_by_tenth": positive_by_progress(positive, success),
-    }
-    kinds: dict[str, list[np.ndarray]] = defaultdict(list)
-    for ep, pos in positive.items():
-        if fault[ep] is not None:
-            kinds[records[ep]["expert_fault"]].append(pos[fault[ep] :])
-    result["after_fault_by_kind"] = {
-        k: {
-            "episodes": len(v),
-            "frames": int(sum(map(len, v))),
-            "share": float(np.concatenate(v).mean()),
+    fractions = args.fraction or [summary["positive_fraction_target"]]
+    predictions = read_predictions(args.predictions, records)
+    success = {ep: ok for ep, (_, _, ok) in predictions.items()}
+    # the fault frame as the value_advantage stage counts it
+    fault = {ep: None if ok else fault_frame(records[ep]) for ep, ok in success.items()}
+    tasks = {ep: records[ep]["instruction"] for ep in predictions}
+    rows = []
+    for horizon in horizons:
+        advantages = {
+            ep: n_step_advantages(labels, values, horizon)
+            for ep, (labels, values, _) in predictions.items()
         }
-        for k, v in sorted(kinds.items())
+        for fraction in fractions:
+            _, positive = positive_labels(  # the run's thresholds, or set anew on these frames
+                advantages, tasks, fraction, None if relabel else summary["thresholds"]
+            )
+            row = {"horizon": horizon, "positive_fraction": fraction}
+            rows.append(row | breakdown(advantages, positive, records, success, fault))
+    result = {
+        "episodes": len(predictions),
+        "thresholds": "the test frames'" if relabel else "the run's",
+        "rows": rows,
     }
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    kinds = sorted({k for r in rows for k in r["after_fault_by_kind"]})
     lines = [
-        f"Advantage labels on {result['episodes']} test episodes (horizon "
-        f"{'Monte-Carlo' if horizon is None else horizon}, {result['thresholds']} thresholds): "
-        "share of frames positive",
+        f"Advantage labels on {result['episodes']} test episodes ({result['thresholds']} "
+        "thresholds): share of frames positive",
         "",
-        "| frames | share positive |",
-        "|---|---|",
-        *(f"| {k} | {'-' if v is None else f'{v:.3f}'} |" for k, v in result["shares"].items()),
-        *(
-            f"| after a {k} fault ({v['episodes']} episodes, {v['frames']} frames) | {v['share']:.3f} |"
-            for k, v in result["after_fault_by_kind"].items()
-        ),
-        "| successes, by tenth of the episode | "
-        + " ".join("-" if v is None else f"{v:.2f}" for v in result["success_positive_by_tenth"])
-        + " |",
+        "| horizon | positive share set | successes | failures before fault | after fault | "
+        + " | ".join(f"after a {k} fault" for k in kinds)
+        + " | successes, by tenth of the episode | every episode, by tenth |",
+        "|---" * (7 + len(kinds)) + "|",
     ]
+    for r in rows:
+        sh, by_kind = r["shares"], r["after_fault_by_kind"]
+        cells = [
+            "Monte-Carlo" if r["horizon"] is None else str(r["horizon"]),
+            f"{r['positive_fraction']:.2f}",
+            *(
+                "-" if sh[k] is None else f"{sh[k]:.3f}"
+                for k in ("successes", "failures_before_fault", "failures_after_fault")
+            ),
+            *(f"{by_kind[k]['share']:.3f}" if k in by_kind else "-" for k in kinds),
+            tenths(r["success_positive_by_tenth"]),
+            tenths(r["all_positive_by_tenth"]),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -136,7 +136,9 @@ class RVQCompareConfig:
     """The ``rvq_compare`` stage: the trained RVQ policy evaluated in closed loop once per
     decoding in ``modes`` on the same evaluation seeds (``eval.*`` settings), and, with
     ``flow_policy`` (a Pi0.5 ``pretrained_model`` dir or run dir), the flow-matching policy on
-    them too. Both run eager (no CUDA graphs), so their latencies compare like for like."""
+    them too. Both act in the one mode ``cuda_graphs`` sets (replayed CUDA graphs on a GPU,
+    else eager), neither compiled, so their latencies compare like for like."""
 
     modes: list[str] = field(default_factory=lambda: ["dense", "coarse", "adaptive"])
     flow_policy: Any = None
+    cuda_graphs: bool = True

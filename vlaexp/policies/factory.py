@@ -69,8 +69,11 @@ def load_pretrained(path: str | Path, setting: str = "policy.path") -> VLAPolicy
         raise ConfigError(f"{directory}/config.json has no 'type'; valid types: {sorted(POLICIES)}")
     cls = policy_class(config_dict["type"])
     config = _to_config(cls, config_dict)
-    if getattr(config, "pretrained", None):
-        config.pretrained = None  # the saved weights replace the ones training started from
+    # the saved weights replace the ones training started from (a Pi0 checkpoint, an RVQ
+    # policy's Pi0.5 backbone), which need not exist where the policy is loaded
+    for start in ("pretrained", "backbone"):
+        if getattr(config, start, None):
+            setattr(config, start, None)
     policy = cls(config, assets_dir=directory)
     load_state_strictly(policy, state_dict, directory, f"'{config_dict['type']}' policy")
     policy.train_config_yaml = train_config

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# experiments/rvq_adaptive's closed-loop comparison on the GPU machine (device tool), one
+# session on nvidia-h100-x4: the flow Pi0.5 (pi05_small-flow, +experiment=tabletop_spatial),
+# the RVQ policy from scratch (rvq_policy_small-rvq) and the RVQ policy whose backbone starts
+# from that flow Pi0.5 once it has trained (rvq_policy_small-bb: policy.backbone, fine-tuned;
+# BB_STEPS, default 3000), each RVQ policy then compared with the flow one (dense / coarse /
+# adaptive, rvq_compare: -cmp and -cmpbb, CMP_EPISODES seeds a task at batch 1, CUDA graphs)
+# on tabletop_spatial's recording (150 DART demos a task, recorded first with every core).
+# Carry [".whl/dist", ".gl"]; issue the same call again at once until it prints that every job
+# ended (tabletop_spatial_gpu.sh's DETACH=1: the jobs outlive a call on the warm machine):
+#   MAX_STEPS_pi05_small=5000 MAX_STEPS_rvq_policy_small=4000 bash benchmarks/device/rvq_compare_gpu.sh
+# Timings to plan with (H100 x4, 2026-11-27, beside the RECAP jobs): the recording ~7 min
+# (shared), the flow Pi0.5 13.7 min for 5,000 steps, the RVQ policy's tokenizer fit 1.7 min
+# then 12.7 min for 4,000 steps, the comparison at 5 seeds a task 93 s.
+set -u -o pipefail
+R=/tmp/runs
+export EXPERIMENT=tabletop_spatial EPISODES=150 COLLECT_TAGS="-" DETACH=1 CALL_S=${CALL_S:-565}
+export POLICIES=${POLICIES:-"pi05_small-flow rvq_policy_small-rvq rvq_policy_small-bb rvq_policy_small-cmp rvq_policy_small-cmpbb"}
+export EXTRA="callbacks.step_checkpoint.save_freq=500 ${EXTRA:-}" EXTRA_pi05_small="policy.compile=true ${EXTRA_pi05_small:-}"
+export EXP_rvq=rvq_policy_tabletop_spatial EXP_bb=rvq_policy_tabletop_spatial
+export EXP_cmp=rvq_policy_tabletop_spatial EXP_cmpbb=rvq_policy_tabletop_spatial
+export EXTRA_flow="stages=[collect,train]" EXTRA_rvq="stages=[collect,tokenizer_fit,train]"
+B=${BB_STEPS:-3000}
+export EXTRA_bb="stages=[collect,tokenizer_fit,train] policy.backbone=$R/pi05_small-flow/checkpoints/last/pretrained_model \
+trainer.max_steps=$B policy.scheduler.decay_steps=$B" WAIT_bb=$R/pi05_small-flow.rc
+CMP="stages=[rvq_compare] eval.n_episodes=${CMP_EPISODES:-20} rvq_compare.flow_policy=$R/pi05_small-flow"
+export EXTRA_cmp="$CMP policy.path=$R/rvq_policy_small-rvq" WAIT_cmp="$R/rvq_policy_small-rvq.rc $R/pi05_small-flow.rc"
+export EXTRA_cmpbb="$CMP policy.path=$R/rvq_policy_small-bb" WAIT_cmpbb="$R/rvq_policy_small-bb.rc $R/pi05_small-flow.rc"
+bash benchmarks/device/tabletop_spatial_gpu.sh "[0,1]" 00:02:00:00 99999
+for p in rvq_policy_small-cmp rvq_policy_small-cmpbb; do
+  cat $R/$p/rvq_compare/comparison.md 2>/dev/null
+done
+ALL=1; for p in $POLICIES; do test -e $R/$p.rc || ALL=0; done
+test $ALL = 1 && echo "every job ended" || echo "jobs still running: issue the call again"
