@@ -244,6 +244,7 @@ def test_rvq_experiment_fits_trains_and_compares_decodings(tmp_path) -> None:
             "tokenizer.fit_steps=10",
             "tokenizer.fit_batch_size=32",
             "tokenizer.monitor.threshold=0.0",  # entropy > 0: adaptive refines every chunk
+            "rvq_compare.thresholds=[100.0]",  # above ln 256: that row refines none
             "trainer.max_steps=4",
             "trainer.val_check_interval=null",
             "trainer.check_val_every_n_epoch=1",
@@ -262,11 +263,41 @@ def test_rvq_experiment_fits_trains_and_compares_decodings(tmp_path) -> None:
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads((tmp_path / "run" / "rvq_compare" / "comparison.json").read_text())
     rows = {r["decoding"]: r for r in result["rows"]}
-    assert list(rows) == ["dense", "coarse", "adaptive"]
+    assert list(rows) == ["dense", "coarse", "adaptive", "adaptive_t100"]
     assert rows["dense"]["mean_layers"] == 4.0 and rows["coarse"]["mean_layers"] == 2.0
     assert rows["adaptive"]["refined_share"] == 1.0 and rows["coarse"]["refined_share"] == 0.0
+    assert (
+        rows["adaptive_t100"]["refined_share"] == 0.0 and rows["adaptive_t100"]["threshold"] == 100
+    )
+    assert result["monitor"]["threshold"] == 0.0  # the run's monitor, back after the sweep
     # 10 steps, a chunk every 5 actions: 2 chunks per mode
     assert all(r["chunks"] == 2 and r["chunk_ms_median"] > 0 for r in rows.values())
+    # the comparison's monitor is its run's, not the one saved with the policy: the same
+    # policy compared again at threshold 100 refines nothing in its adaptive row
+    out = run_vlaexp(
+        [
+            "+experiment=rvq_policy_tabletop_spatial",
+            "policy=rvq_policy_tiny",
+            "trainer=cpu",
+            "task_suite.resolution=64",
+            *TOKENIZER[1:],
+            "tokenizer.monitor.threshold=100.0",
+            "stages=[rvq_compare]",
+            f"policy.path={tmp_path / 'run'}",
+            "eval.task_ids=[0]",
+            "eval.n_episodes=1",
+            "eval.max_steps=10",
+            "print_config=false",
+            f"paths.root_dir={tmp_path}",
+            f"hydra.run.dir={tmp_path}/again",
+        ],
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    again = json.loads((tmp_path / "again" / "rvq_compare" / "comparison.json").read_text())
+    assert again["monitor"]["threshold"] == 100.0
+    assert next(r for r in again["rows"] if r["decoding"] == "adaptive")["refined_share"] == 0.0
     saved = json.loads(
         (tmp_path / "run" / "checkpoints" / "last" / "pretrained_model" / "config.json").read_text()
     )
@@ -293,3 +324,21 @@ def test_compare_puts_both_policies_in_one_mode_uncompiled():
     # uncompiled, it still acts
     chunk = flow.eval().predict_action_chunk(make_batch(b=1))
     assert chunk.shape == (1, flow.config.chunk_size, 7) and torch.isfinite(chunk).all()
+
+
+def test_set_monitor_changes_what_adaptive_decoding_refines_and_is_saved(
+    tokenizer_file, tmp_path
+) -> None:
+    policy = rvq_policy(tokenizer_file, "tokenizer.monitor.threshold=0.0").eval()
+    batch = make_batch(b=2)
+    policy.predict_action_chunk(batch)
+    assert policy.last_chunk["refined"].all()  # any entropy is above 0
+    policy.set_monitor({"kind": "entropy", "threshold": 100.0})
+    policy.predict_action_chunk(batch)
+    assert not policy.last_chunk["refined"].any()  # none reaches ln 256 < 100
+    policy.save_pretrained(tmp_path / "pm")
+    loaded = load_pretrained(tmp_path / "pm")
+    assert loaded.monitor_config.threshold == 100.0 and loaded.monitor.threshold == 100.0
+    with pytest.raises(ConfigError, match="threshold"):
+        policy.set_monitor({"kind": "entropy", "threshold": -1.0})
+    assert policy.monitor.threshold == 100.0  # a refused monitor leaves the one it had

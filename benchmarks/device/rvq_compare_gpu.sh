@@ -5,13 +5,15 @@
 # from that flow Pi0.5 once it has trained (rvq_policy_small-bb: policy.backbone, fine-tuned;
 # BB_STEPS, default 2000; the from-scratch job's tokenizer, so it fits none), each RVQ policy
 # then compared with the flow one (dense / coarse / adaptive, rvq_compare: -cmp and -cmpbb,
-# CMP_EPISODES seeds a task, default 15, at batch 1, CUDA graphs)
+# CMP_EPISODES seeds a task, default 15, at batch 1, CUDA graphs; adaptive also at the entropy
+# thresholds CMP_THRESHOLDS, default [2.0,3.0]: at 1.0 the third session's policy refined 94%)
 # on tabletop_spatial's recording (150 DART demos a task, recorded first with every core).
 # Carry [".whl/dist", ".gl"]; issue the same call again at once until it prints that every job
 # ended (tabletop_spatial_gpu.sh's DETACH=1: the jobs outlive a call on the warm machine):
-#   MAX_STEPS_pi05_small=5000 MAX_STEPS_rvq_policy_small=4000 bash benchmarks/device/rvq_compare_gpu.sh
-# Planned from the timings below: recording ~4 min, flow done ~15 min in, the backbone job's
-# 2,000 steps ~7 min more, its comparison ~5 min: ~27 of a session's 30 device minutes.
+#   MAX_STEPS_pi05_small=4000 MAX_STEPS_rvq_policy_small=4000 bash benchmarks/device/rvq_compare_gpu.sh
+# Planned from the timings below: recording ~4 min, the flow Pi0.5 (4,000 steps: val loss 0.103
+# there against 0.099 at 5,000 in the third session) done ~13 min in, the backbone job's 2,000
+# steps ~7 min more, its comparison ~6 min: ~26 of a session's 30 device minutes.
 # Timings to plan with (H100 x4, 2026-11-27, beside the RECAP jobs): the recording ~7 min
 # (shared), the flow Pi0.5 13.7 min for 5,000 steps, the RVQ policy's tokenizer fit 1.7 min
 # then 12.7 min for 4,000 steps, the comparison at 5 seeds a task 93 s.
@@ -27,7 +29,8 @@ B=${BB_STEPS:-2000}
 export EXTRA_bb="stages=[collect,train] policy.backbone=$R/pi05_small-flow/checkpoints/last/pretrained_model \
 policy.action_tokenizer=$R/rvq_policy_small-rvq trainer.max_steps=$B policy.scheduler.decay_steps=$B"
 export WAIT_bb="$R/pi05_small-flow.rc $R/rvq_policy_small-rvq/tokenizer/tokenizer.pt"
-CMP="stages=[rvq_compare] eval.n_episodes=${CMP_EPISODES:-15} rvq_compare.flow_policy=$R/pi05_small-flow"
+CMP="stages=[rvq_compare] eval.n_episodes=${CMP_EPISODES:-15} rvq_compare.flow_policy=$R/pi05_small-flow
+rvq_compare.thresholds=${CMP_THRESHOLDS:-[2.0,3.0]}"
 export EXTRA_cmp="$CMP policy.path=$R/rvq_policy_small-rvq" WAIT_cmp="$R/rvq_policy_small-rvq.rc $R/pi05_small-flow.rc"
 export EXTRA_cmpbb="$CMP policy.path=$R/rvq_policy_small-bb" WAIT_cmpbb="$R/rvq_policy_small-bb.rc $R/pi05_small-flow.rc"
 bash benchmarks/device/tabletop_spatial_gpu.sh "[0,1]" 00:02:00:00 99999

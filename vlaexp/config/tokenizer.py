@@ -142,3 +142,5 @@ class RVQCompareConfig:
     modes: list[str] = field(default_factory=lambda: ["dense", "coarse", "adaptive"])
     flow_policy: Any = None
     cuda_graphs: bool = True
+    # more adaptive rows, one per monitor threshold (tokenizer.monitor's kind), after `modes`
+    thresholds: list[float] = field(default_factory=list)

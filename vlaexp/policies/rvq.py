@@ -205,9 +205,25 @@ class RVQPolicy(Pi05Policy):
         self.code_head = RVQCodeHead(
             config.expert.width, settings.layers, settings.codebook_size, settings.latent_steps
         )
+        self.monitor_config = monitor
         self.monitor = make_monitor(monitor)
         self.last_chunk: dict[str, Any] = {}  # what the last predicted chunk cost (see below)
         self._graphs: dict[int, RVQGraphs] = {}  # per draft depth (cuda_graphs on a GPU)
+
+    def set_monitor(self, monitor: MonitorConfig | dict[str, Any]) -> None:
+        """Act with another monitor of adaptive decoding (inference only: the weights do not
+        depend on it); saved with the policy from then on (``policy.rvq.monitor``)."""
+        if isinstance(monitor, dict):
+            monitor = MonitorConfig(**monitor)
+        self.monitor = make_monitor(monitor)  # checks the kind and threshold first
+        self.monitor_config = monitor
+        rvq = self.config.rvq
+        if dataclasses.is_dataclass(rvq):
+            rvq = dataclasses.asdict(rvq)
+        elif OmegaConf.is_config(rvq):
+            rvq = OmegaConf.to_container(rvq, resolve=True)
+        rvq = {**rvq, "monitor": dataclasses.asdict(monitor)}
+        self.config = dataclasses.replace(self.config, rvq=rvq)
 
     # ----- building ---------------------------------------------------------------------
     def build_model(self, config: RVQPolicyConfig) -> Pi0Model:

@@ -8,12 +8,16 @@ the first one, times the chunks over the steps: the first call captures CUDA gra
 is reported apart), the share of chunks refined to every layer, and the mean number of layers
 decoded. Both policies act in one execution mode (``rvq_compare.cuda_graphs``), neither
 compiled (the RVQ policy cannot be), so their latencies compare like for like.
-Outputs: ``<run>/rvq_compare/{comparison.json, comparison.md}`` and each mode's
-``eval_info.json`` under ``<run>/rvq_compare/<mode>/``.
+The monitor of adaptive decoding is this run's ``tokenizer.monitor`` (the policy's own, saved
+with it, unless overridden here), and ``rvq_compare.thresholds`` adds an adaptive row per
+threshold (``adaptive_t<threshold>``): the trade between success and refined share, from one
+trained policy. Outputs: ``<run>/rvq_compare/{comparison.json, comparison.md}`` and each
+row's ``eval_info.json`` under ``<run>/rvq_compare/<row>/``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -137,6 +141,8 @@ def compare_stage(ctx: RunContext) -> None:
     bad = [m for m in modes if m not in DECODINGS]
     if bad or not modes:
         raise ConfigError(f"rvq_compare.modes must be a list of {list(DECODINGS)}, got {modes}")
+    if any(float(t) < 0 for t in cfg.rvq_compare.thresholds or []):
+        raise ConfigError(f"rvq_compare.thresholds must be >= 0, got {cfg.rvq_compare.thresholds}")
     path = ctx.artifacts.get("policy") or cfg.policy.path
     if path is None:
         raise ConfigError("rvq_compare needs a trained RVQ policy: run `train` or set policy.path")
@@ -147,10 +153,26 @@ def compare_stage(ctx: RunContext) -> None:
     check_action_dim(policy.config.action_dim)
     graphs = bool(cfg.rvq_compare.cuda_graphs)
     act_like(policy, graphs).to(device)
+    # the monitor this run's config describes (a policy saved with another threshold, or a
+    # sweep's override of tokenizer.monitor, must not be reported as what it did not use)
+    monitor = (
+        OmegaConf.to_container(cfg.tokenizer.monitor, resolve=True)
+        if "monitor" in cfg.tokenizer
+        else dataclasses.asdict(policy.monitor_config)
+    )
+    policy.set_monitor(monitor)
     rows = []
     for mode in modes:
         policy.config = replace(policy.config, decoding=mode)
         rows.append(_evaluate(ctx, policy, mode))
+        if mode == "adaptive":
+            rows[-1]["threshold"] = monitor["threshold"]
+    policy.config = replace(policy.config, decoding="adaptive")
+    for threshold in cfg.rvq_compare.thresholds or []:
+        policy.set_monitor({**monitor, "threshold": float(threshold)})
+        rows.append(_evaluate(ctx, policy, f"adaptive_t{float(threshold):g}"))
+        rows[-1]["threshold"] = float(threshold)
+    policy.set_monitor(monitor)
     if cfg.rvq_compare.flow_policy:
         flow = load_pretrained(cfg.rvq_compare.flow_policy, setting="rvq_compare.flow_policy")
         act_like(flow, graphs)
@@ -166,9 +188,7 @@ def compare_stage(ctx: RunContext) -> None:
         if not cfg.rvq_compare.flow_policy
         else str(cfg.rvq_compare.flow_policy),
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-        "monitor": OmegaConf.to_container(cfg.tokenizer.monitor)
-        if "monitor" in cfg.tokenizer
-        else None,
+        "monitor": monitor,
         "rows": rows,
     }
     out = ctx.run_dir / OUT_DIR
