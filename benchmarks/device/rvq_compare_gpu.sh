@@ -3,7 +3,8 @@
 # session on nvidia-h100-x4: the flow Pi0.5 (pi05_small-flow, +experiment=tabletop_spatial),
 # the RVQ policy from scratch (rvq_policy_small-rvq) and the RVQ policy whose backbone starts
 # from that flow Pi0.5 once it has trained (rvq_policy_small-bb: policy.backbone, fine-tuned;
-# BB_STEPS, default 2000; the from-scratch job's tokenizer, so it fits none), each RVQ policy
+# BB_STEPS, default 2000, at BB_LR, default 1e-4: a third of the from-scratch rate, as
+# fine-tuning goes; the from-scratch job's tokenizer, so it fits none), each RVQ policy
 # then compared with the flow one (dense / coarse / adaptive, rvq_compare: -cmp and -cmpbb,
 # CMP_EPISODES seeds a task, default 15, at batch 1, CUDA graphs; adaptive also at the entropy
 # thresholds CMP_THRESHOLDS, default [2.0,3.0]: at 1.0 the third session's policy refined 94%)
@@ -27,7 +28,7 @@ export EXP_cmp=rvq_policy_tabletop_spatial EXP_cmpbb=rvq_policy_tabletop_spatial
 export EXTRA_flow="stages=[collect,train]" EXTRA_rvq="stages=[collect,tokenizer_fit,train]"
 B=${BB_STEPS:-2000}
 export EXTRA_bb="stages=[collect,train] policy.backbone=$R/pi05_small-flow/checkpoints/last/pretrained_model \
-policy.action_tokenizer=$R/rvq_policy_small-rvq trainer.max_steps=$B policy.scheduler.decay_steps=$B"
+policy.action_tokenizer=$R/rvq_policy_small-rvq trainer.max_steps=$B policy.scheduler.decay_steps=$B policy.optimizer.lr=${BB_LR:-1e-4}"
 export WAIT_bb="$R/pi05_small-flow.rc $R/rvq_policy_small-rvq/tokenizer/tokenizer.pt"
 CMP="stages=[rvq_compare] eval.n_episodes=${CMP_EPISODES:-15} rvq_compare.flow_policy=$R/pi05_small-flow
 rvq_compare.thresholds=${CMP_THRESHOLDS:-[2.0,3.0]}"
