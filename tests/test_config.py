@@ -33,6 +33,12 @@ TINY_TWIN = {
         "data.batch_size=8",
         "data.num_workers=0",
     ],
+    "advantage_tabletop_jitter_value": [
+        "policy.require_projector=false",
+        "trainer=cpu",
+        "data.batch_size=8",
+        "data.num_workers=0",
+    ],
     "value_tabletop_gpu": [
         "policy.require_projector=false",
         "trainer=cpu",
@@ -64,6 +70,7 @@ def _collect_key(cfg):
     "pair",
     [
         ("advantage_tabletop_value", "advantage_tabletop"),  # RECAP: value run and both arms
+        ("advantage_tabletop_jitter_value", "advantage_tabletop_jitter"),  # on jittery demos
         ("rvq_policy_tabletop_spatial", "tabletop_spatial"),  # RVQ policy and its flow Pi0.5
     ],
 )
@@ -72,6 +79,17 @@ def test_compared_experiments_record_one_dataset(pair: tuple[str, str]) -> None:
     a, b = (compose_config([f"+experiment={e}"]) for e in pair)
     assert _collect_key(a) == _collect_key(b)
     assert _collect_key(a) != _collect_key(compose_config(["+experiment=quickstart"]))
+
+
+def test_jitter_mix_differs_from_the_fault_mix_in_its_degraded_demos_only() -> None:
+    fault, jitter = (
+        compose_config([f"+experiment={e}"])
+        for e in ("advantage_tabletop", "advantage_tabletop_jitter")
+    )
+    p = jitter.task_suite.perturbation
+    assert (p.action_noise, p.action_noise_prob) == (0.1, 0.5)
+    assert not (p.early_release or p.wrong_target or p.freeze)
+    assert jitter.data.collect == fault.data.collect  # same demos a task, same DART noise
 
 
 def test_advantage_arms_train_on_the_unfiltered_mix() -> None:

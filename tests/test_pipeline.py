@@ -372,3 +372,51 @@ def test_a_failed_episode_ends_a_few_steps_into_the_experts_stall(tmp_path: Path
         # the expert's action count when it froze: its first still action is frame step - 1
         assert r["expert_fault_step"] - 1 == r["length"] - 5
         assert outcomes[r["episode_index"]]["fault_frame"] == r["length"] - 5
+
+
+def test_collect_records_which_episodes_got_the_action_noise(tmp_path) -> None:
+    """A recording with perturbation.action_noise_prob < 1 mixes clean and jittery demos; each
+    episode's row says which (expert_action_noise), and a clean row's recorded actions are
+    those of the same seed recorded without any noise."""
+    import numpy as np
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from omegaconf import OmegaConf
+
+    from vlaexp.config.compose import compose_config
+    from vlaexp.data.collect import collect_demonstrations
+    from vlaexp.data.episodes import read_episode_records
+    from vlaexp.sim.workers import SuiteSpec
+
+    def record(name: str, *overrides: str) -> tuple[list, np.ndarray, np.ndarray]:
+        cfg = compose_config(
+            ["task_suite=tabletop_spatial", "task_suite.resolution=32", *overrides]
+        ).task_suite
+        spec = SuiteSpec(OmegaConf.to_container(cfg, resolve=True), ["agentview"])
+        collect_demonstrations(
+            spec, tmp_path / name, f"test/{name}", ["agentview"], 6, task_ids=[0], use_videos=False
+        )
+        ds = LeRobotDataset(f"test/{name}", root=tmp_path / name)
+        actions = np.stack(ds.hf_dataset["action"])
+        return (
+            read_episode_records(tmp_path / name),
+            actions,
+            np.stack(ds.hf_dataset["episode_index"]),
+        )
+
+    mixed, actions, index = record(
+        "mix",
+        "task_suite.perturbation.action_noise=0.1",
+        "task_suite.perturbation.action_noise_prob=0.5",
+    )
+    clean, clean_actions, clean_index = record("clean")
+    assert {r["expert_action_noise"] for r in mixed} == {0.0, 0.1}  # both kinds in 6 seeds
+    assert {r["expert_action_noise"] for r in clean} == {0.0}
+    by_seed = {r["seed"]: r["episode_index"] for r in clean}
+    for r in mixed:
+        mine = actions[index == r["episode_index"]]
+        ref = clean_actions[clean_index == by_seed[r["seed"]]]
+        if r["expert_action_noise"] == 0.0:
+            np.testing.assert_array_equal(mine, ref)
+        else:
+            n = min(len(mine), len(ref))
+            assert np.abs(mine[:n] - ref[:n]).max() > 0.05

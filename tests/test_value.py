@@ -234,6 +234,20 @@ def test_positive_by_progress_profiles_successes_by_tenth() -> None:
     assert positive_by_progress(positive, dict.fromkeys(positive, False)) == [None] * 10
 
 
+def test_positive_by_group_shares_frames_per_group() -> None:
+    from vlaexp.value.advantage import positive_by_group
+
+    positive = {
+        0: np.array([1, 1, 0, 0], bool),  # clean: 2 of 4
+        1: np.array([1, 1], bool),  # clean: 2 of 2
+        2: np.array([0, 0, 0, 1], bool),  # jittery: 1 of 4
+        3: np.array([1], bool),  # not recorded: left out
+    }
+    shares = positive_by_group(positive, {0: 0.0, 1: 0.0, 2: 0.1, 3: None})
+    assert shares == {"0.0": 4 / 6, "0.1": 1 / 4}
+    assert positive_by_group(positive, {}) == {}
+
+
 def test_advantage_dataset_adds_two_columns_lerobot_loads(tiny_dataset, tmp_path) -> None:
     import json
 

@@ -375,6 +375,7 @@ def test_train_stage_fits_a_value_fn_value_eval_and_value_advantage(
     tenths = summary["success_positive_by_tenth"]  # 16-frame successes reach every tenth
     assert len(tenths) == 10 and None not in tenths
     assert min(tenths) <= shares["successes"] <= max(tenths)
+    assert summary["positive_by_action_noise"] == {}  # the tiny set's records do not say
     derived = LeRobotDataset("test/advantage", root=ctx.artifacts["advantage_dataset"])
     adv = derived.hf_dataset["advantage"]
     assert len(adv) == 96 and all(np.isfinite(float(a)) for a in adv)

@@ -32,6 +32,11 @@
 # pi05_small-adv pi05_small-adv1 rvq_policy_small-cmp pi05_small-adv2": the RVQ jobs on the first
 # cards from the start, the conditioned ones after the value run): everything in three calls,
 # 1,732 s held, the comparison cut to CMP_EPISODES=5 to fit.
+# The jittery mix, both arms, two seeds each (one session on nvidia-h100-x4 by the timings above;
+# positive_by_action_noise, printed once the value run ends, says whether the jittery demos'
+# frames are the negative ones):
+#   ADV_EXP=advantage_tabletop_jitter POLICIES="pi05_small pi05_small-s1 pi05_small-adv pi05_small-adv1" \
+#     MAX_STEPS_pi05_small=5000 bash benchmarks/device/advantage_gpu.sh
 # Keep each call's own output in a file: a call the device tool stops at its limit returns
 # nothing of a pipe.
 set -u -o pipefail
@@ -39,7 +44,9 @@ S=$(date +%s)
 source benchmarks/device/env.sh || exit 1
 R=/tmp/runs; SRC=/tmp/src; mkdir -p $R
 test -d $SRC || cp -r "$PWD" $SRC
-export EXPERIMENT=advantage_tabletop EPISODES=${EPISODES:-200} EVAL_EPISODES=${EVAL_EPISODES:-50}
+# ADV_EXP: the mix (advantage_tabletop: expert faults; advantage_tabletop_jitter: clean and
+# jittery demos), its value run ${ADV_EXP}_value
+export EXPERIMENT=${ADV_EXP:-advantage_tabletop} EPISODES=${EPISODES:-200} EVAL_EPISODES=${EVAL_EPISODES:-50}
 export POLICIES=${POLICIES:-"pi05_small pi05_small-s1 pi05_small-adv pi05_small-adv1"}
 export EXTRA="callbacks.step_checkpoint.save_freq=500 ${EXTRA:-}" EXTRA_pi05_small="policy.compile=true ${EXTRA_pi05_small:-}"
 export EXTRA_s1="seed=1" EXTRA_adv="policy.advantage.enabled=true data.source=lerobot data.root=$R/value/advantage_dataset"
@@ -65,7 +72,7 @@ fi
 if ! test -e $R/value.launched; then
   # the recordings, once, with every core (the training jobs and the value run find them cached)
   NR=1; test "${WITH_RVQ:-0}" = 1 && NR=2
-  OMP_NUM_THREADS=1 timeout $COLLECT_S python3 -m vlaexp +experiment=advantage_tabletop paths.root_dir=$R \
+  OMP_NUM_THREADS=1 timeout $COLLECT_S python3 -m vlaexp +experiment=$EXPERIMENT paths.root_dir=$R \
     print_config=false "stages=[collect]" data.collect.n_workers=$(( WORKERS / NR )) hydra.run.dir=$R/collect_adv 2>&1 \
     | grep -aE "expert successes|rror" | cut -c1-300 &
   test $NR = 2 && OMP_NUM_THREADS=1 timeout $COLLECT_S python3 -m vlaexp +experiment=tabletop_spatial paths.root_dir=$R \
@@ -77,7 +84,7 @@ if ! test -e $R/value.launched; then
   # the value function and its advantages, in its own session (outlives this call), on the
   # last GPU (the jobs' round robin starts at the first)
   (cd $SRC && CUDA_VISIBLE_DEVICES=$(( NGPU - 1 )) PYTHONPATH=/tmp/site:$SRC setsid nohup bash -c 'python3 -m vlaexp "$@"; echo $? > '$R'/value.rc' _ \
-    +experiment=advantage_tabletop_value paths.root_dir=$R hydra.run.dir=$R/value print_config=false \
+    +experiment=${EXPERIMENT}_value paths.root_dir=$R hydra.run.dir=$R/value print_config=false \
     trainer.max_time=00:01:00:00 ${EXTRA_value:-} >> $R/value.log 2>&1 < /dev/null &)
   touch $R/value.launched
 fi
@@ -86,7 +93,8 @@ echo "value run: $(grep -aE "value_align:|Value function on|Advantages of" $R/va
 # their fault): check it before trusting the conditioned jobs that train on them
 # and among successes' frames by tenth of the episode (a rising profile makes "positive" a phase cue)
 test -e $R/value/advantage.json && python3 -c "import json, sys; d = json.load(open(sys.argv[1]))
-print('positive_by_outcome', d.get('positive_by_outcome'), 'success_positive_by_tenth', d.get('success_positive_by_tenth'))" $R/value/advantage.json
+print('positive_by_outcome', d.get('positive_by_outcome'), 'success_positive_by_tenth', d.get('success_positive_by_tenth'),
+      'positive_by_action_noise', d.get('positive_by_action_noise'))" $R/value/advantage.json
 # its CALL_S counts from its own start: what is left of this call's
 CALL_S=$(( CALL_S - ($(date +%s) - S) )) bash benchmarks/device/tabletop_spatial_gpu.sh "[0,1]" 00:02:00:00 99999
 # the value run's files come back beside the jobs' (value.tar.gz)

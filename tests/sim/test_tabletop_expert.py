@@ -73,6 +73,51 @@ def test_expert_is_deterministic():
     assert actions[0].dtype == np.float32 and np.abs(actions[0]).max() <= 1.0
 
 
+def first_actions(perturbation: PerturbationConfig, seed: int, n: int = 30) -> tuple:
+    """The expert's first ``n`` actions on spatial task 0 from ``seed``, and its info()."""
+    s = make_suite("spatial")
+    s.perturbation = perturbation
+    env = s.make_env(0, render=False)
+    expert = s.make_expert(env)
+    obs = env.reset(seed)
+    expert.reset()
+    run = []
+    for _ in range(n):
+        run.append(expert.act(obs))
+        obs = env.step(run[-1]).obs
+    env.close()
+    return np.array(run), expert.info()
+
+
+def test_action_noise_prob_mixes_clean_and_jittery_episodes():
+    """perturbation.action_noise_prob: a share of the episodes get the recorded action noise
+    (drawn per seed), the others are the clean expert's to the bit; the fault draw is the one
+    the episode gets with every episode noisy."""
+    mixed = PerturbationConfig(action_noise=0.1, action_noise_prob=0.5, freeze=True, fault_prob=0.5)
+    everyone = PerturbationConfig(action_noise=0.1, freeze=True, fault_prob=0.5)
+    clean = PerturbationConfig(freeze=True, fault_prob=0.5)
+    noisy = []
+    for seed in range(12):
+        actions, info = first_actions(mixed, seed)
+        reference, ref_info = first_actions(clean, seed)
+        assert info["fault"] == ref_info["fault"] == first_actions(everyone, seed, 1)[1]["fault"]
+        if info["action_noise"] == 0.0:
+            np.testing.assert_array_equal(actions, reference)
+        else:
+            assert info["action_noise"] == 0.1 and np.abs(actions - reference).max() > 0.05
+        noisy.append(info["action_noise"] > 0)
+    assert 2 <= sum(noisy) <= 10  # about half of 12 (binomial: outside 2..10 has p < 0.04)
+    assert first_actions(everyone, 0, 1)[1]["action_noise"] == 0.1
+    assert (
+        first_actions(PerturbationConfig(action_noise=0.1, action_noise_prob=0.0), 0, 1)[1][
+            "action_noise"
+        ]
+        == 0.0
+    )
+    with pytest.raises(ValueError, match="action_noise_prob"):
+        first_actions(PerturbationConfig(action_noise=0.1, action_noise_prob=1.5), 0, 1)
+
+
 def test_expert_must_be_reset_with_the_env():
     s = make_suite("spatial")
     env = s.make_env(0, render=False)

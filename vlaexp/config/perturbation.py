@@ -24,6 +24,9 @@ class PerturbationConfig:
     # expert: jittery demos); not data.collect.action_noise, which perturbs only what the env
     # executes and records the expert's clean corrections (DART)
     action_noise: float = 0.0
+    # share of episodes whose expert gets action_noise (drawn from the episode's seed, apart
+    # from the fault draw): below 1, one recording mixes clean demos with jittery ones
+    action_noise_prob: float = 1.0
     early_release: bool = False  # expert opens the gripper while carrying
     wrong_target: bool = False  # expert manipulates another object / place than asked
     freeze: bool = False  # expert stops moving part-way through

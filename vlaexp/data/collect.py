@@ -198,6 +198,8 @@ def collect_demonstrations(
                 failure_mode=row["failure_mode"],
                 expert_fault=row.get("expert_fault"),
                 expert_fault_step=row.get("expert_fault_step"),  # the expert's step it struck
+                # the recorded actions' noise this episode (0 for the clean half of a mix)
+                expert_action_noise=row.get("expert_action_noise"),
                 perturbation=perturbation,
             )
         if len(per_task[ep.task_id]) == episodes_per_task:

@@ -84,15 +84,16 @@ def split_episodes(
 
 
 def episode_outcomes(meta, hf_dataset=None) -> list[dict]:
-    """Per episode ``{"episode_index", "task", "length", "success", "fault_frame"}`` (what value
-    labels are made of): the task text and frame count from LeRobot's episode table, the
-    success flag from :func:`episode_success` (None where the dataset records none), and the
-    frame at which a scripted expert's fault struck (from the sidecar; None if unrecorded)."""
+    """Per episode ``{"episode_index", "task", "length", "success", "fault_frame",
+    "action_noise"}`` (what value labels are made of): the task text and frame count from
+    LeRobot's episode table, the success flag from :func:`episode_success` (None where the
+    dataset records none), and from the sidecar the frame at which a scripted expert's fault
+    struck and the std of the noise its recorded actions got (each None if unrecorded)."""
     table = meta.episodes
     success = episode_success(meta.root, hf_dataset) or {}
-    faults = {
-        int(r["episode_index"]): fault_frame(r) for r in read_episode_records(meta.root) or []
-    }
+    records = read_episode_records(meta.root) or []
+    faults = {int(r["episode_index"]): fault_frame(r) for r in records}
+    noise = {int(r["episode_index"]): r.get("expert_action_noise") for r in records}
     out = []
     for e, tasks, a, b in zip(
         table["episode_index"],
@@ -108,6 +109,7 @@ def episode_outcomes(meta, hf_dataset=None) -> list[dict]:
                 "length": int(b) - int(a),
                 "success": success.get(int(e)),
                 "fault_frame": faults.get(int(e)),
+                "action_noise": noise.get(int(e)),
             }
         )
     return out

@@ -93,6 +93,17 @@ class Expert(ABC):
 
     phase: str = ""
 
+    @staticmethod
+    def draws_action_noise(perturbation: Any, seed: int) -> bool:
+        """Whether the episode of ``seed`` gets ``perturbation.action_noise``: with probability
+        ``action_noise_prob``, from a stream of the seed's own (the fault draw is unchanged)."""
+        prob = float(getattr(perturbation, "action_noise_prob", 1.0))
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"action_noise_prob={prob} must be in [0, 1]")
+        if perturbation.action_noise <= 0:
+            return False
+        return prob >= 1.0 or bool(np.random.default_rng([seed, 5]).random() < prob)
+
     @abstractmethod
     def reset(self) -> None:
         """Forget the plan; call after every ``env.reset``."""

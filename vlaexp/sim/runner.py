@@ -153,7 +153,12 @@ class SimRunner:
                 for ix, (ep, mode, seconds, fault) in enumerate(episodes, start=first):
                     rows.append(self._row(ix, ep, mode, seconds))
                     if expert:
-                        rows[-1]["expert_fault"], rows[-1]["expert_fault_step"] = fault
+                        row = rows[-1]
+                        (
+                            row["expert_fault"],
+                            row["expert_fault_step"],
+                            row["expert_action_noise"],
+                        ) = fault
                     if self.episode_sink is not None:
                         self.episode_sink(ep, rows[-1])
                     if self.monitor is not None:
@@ -242,7 +247,7 @@ class SimRunner:
         seconds = (time.time() - t0) / len(batch)
         out = []
         for i, ep in enumerate(eps):
-            mode, fault = None, (None, None)
+            mode, fault = None, (None, None, None)
             if not ep.success:
                 workers[i].send("failure_mode")
                 mode = workers[i].recv()

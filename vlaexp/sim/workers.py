@@ -112,10 +112,18 @@ class _EnvSlot:
         assert self.env is not None
         return self.env.failure_mode()
 
-    def expert_fault(self) -> tuple[str | None, int | None]:
+    def expert_fault(self) -> tuple[str | None, int | None, float | None]:
         """The fault the scripted expert was given this episode (suites with faults), else None,
-        and the step it took effect (None if it never did, or no fault)."""
-        return getattr(self.expert, "fault", None), getattr(self.expert, "fault_step", None)
+        the step it took effect (None if it never did, or no fault), and the std of the noise
+        its recorded actions got this episode (``perturbation.action_noise``: 0 for a clean
+        episode of a mix; None for an expert that does not say)."""
+        info = self.expert.info() if hasattr(self.expert, "info") else {}
+        noise = info.get("action_noise")
+        return (
+            getattr(self.expert, "fault", None),
+            getattr(self.expert, "fault_step", None),
+            None if noise is None else float(noise),
+        )
 
     def close(self) -> None:
         if self.env is not None:

@@ -20,6 +20,7 @@ import shutil
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -109,6 +110,19 @@ def positive_by_outcome(
         frames = np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
         out[name] = float(frames.mean()) if len(frames) else None
     return out
+
+
+def positive_by_group(
+    positive: Mapping[int, np.ndarray], groups: Mapping[int, Any]
+) -> dict[str, float]:
+    """The share of frames labelled positive per group of episodes (``groups``: episode ->
+    its group, e.g. the std of the noise its recorded actions got; episodes mapped to None are
+    left out), keyed by the group's text, in sorted order."""
+    frames: dict[Any, list[np.ndarray]] = defaultdict(list)
+    for ep, pos in positive.items():
+        if groups.get(ep) is not None:
+            frames[groups[ep]].append(np.asarray(pos, dtype=bool))
+    return {str(g): float(np.concatenate(frames[g]).mean()) for g in sorted(frames)}
 
 
 def positive_by_progress(

@@ -19,6 +19,7 @@ from vlaexp.pipeline.context import RunContext
 from vlaexp.uncertainty.visualize import log_to_wandb
 from vlaexp.value.advantage import (
     n_step_advantages,
+    positive_by_group,
     positive_by_outcome,
     positive_by_progress,
     positive_labels,
@@ -172,6 +173,11 @@ def advantage_stage(ctx: RunContext) -> None:
         ),
         # is it the same in every phase of a success? (tenths of the episode)
         "success_positive_by_tenth": positive_by_progress(positive, success),
+        # in a mix of clean and jittery demos: are the jittery ones labelled negative? (per std
+        # of the noise the recorded actions got; empty where the recording does not say)
+        "positive_by_action_noise": positive_by_group(
+            positive, {e: datamodule.outcomes[e].get("action_noise") for e in advantages}
+        ),
     }
     (ctx.run_dir / "advantage.json").write_text(json.dumps(summary, indent=2))
     ctx.artifacts["advantage_dataset"] = out

@@ -75,6 +75,8 @@ class RobosuiteExpert(Expert):
         self.cfg = perturbation if perturbation is not None else env.perturbation
         if self.cfg.action_noise < 0:
             raise ValueError(f"action_noise={self.cfg.action_noise} must be >= 0")
+        if not 0.0 <= self.cfg.action_noise_prob <= 1.0:
+            raise ValueError(f"action_noise_prob={self.cfg.action_noise_prob} must be in [0, 1]")
         self.fault = "none"
         self.fault_step: int | None = None
         self._object = env.task.target
@@ -85,6 +87,7 @@ class RobosuiteExpert(Expert):
         self._frozen = False
         self._released_early = False
         self._noise_rng: np.random.Generator | None = None
+        self._noisy = False  # this episode's actions get action_noise (drawn at reset)
         self._planned = False
         self._start = np.zeros(3)
         self._hold_at = np.zeros(3)
@@ -114,6 +117,7 @@ class RobosuiteExpert(Expert):
         env = self.env
         rng = np.random.default_rng([env.seed, 3])
         self._noise_rng = np.random.default_rng([env.seed, 4])
+        self._noisy = self.draws_action_noise(self.cfg, env.seed)
         faults = self.enabled_faults
         self.fault = "none"
         # fault_prob mixes clean and faulted episodes in one dataset (as the tabletop expert).
@@ -143,7 +147,7 @@ class RobosuiteExpert(Expert):
         return {
             "fault": self.fault,
             "fault_step": self.fault_step,
-            "action_noise": float(self.cfg.action_noise),
+            "action_noise": float(self.cfg.action_noise) if self._noisy else 0.0,
         }
 
     @property
@@ -177,7 +181,7 @@ class RobosuiteExpert(Expert):
                 action = self._toward(self._hold_at, OPEN)
             else:
                 action = self._command()
-        if self.cfg.action_noise > 0:
+        if self._noisy:
             action = action + self._noise_rng.normal(0.0, self.cfg.action_noise, ACTION_DIM)
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 

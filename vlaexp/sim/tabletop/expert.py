@@ -41,6 +41,8 @@ class TabletopExpert(Expert):
         self.cfg = perturbation if perturbation is not None else env.perturbation
         if self.cfg.action_noise < 0:
             raise ValueError(f"action_noise={self.cfg.action_noise} must be >= 0")
+        if not 0.0 <= self.cfg.action_noise_prob <= 1.0:
+            raise ValueError(f"action_noise_prob={self.cfg.action_noise_prob} must be in [0, 1]")
         if not 0.0 <= self.cfg.fault_prob <= 1.0:
             raise ValueError(f"fault_prob={self.cfg.fault_prob} must be in [0, 1]")
         self.fault = "none"
@@ -53,6 +55,7 @@ class TabletopExpert(Expert):
         self.phase = ""
         self._frozen = False
         self._noise_rng: np.random.Generator | None = None
+        self._noisy = False  # this episode's actions get action_noise (drawn at reset)
         # Where the drawn fault strikes: skill index, carry fraction, phase name.
         self._fault_skill = -1
         self._release_at = 1.0
@@ -69,6 +72,7 @@ class TabletopExpert(Expert):
             raise RuntimeError("reset the env before the expert")
         rng = np.random.default_rng([env.seed, 3])
         self._noise_rng = np.random.default_rng([env.seed, 4])
+        self._noisy = self.draws_action_noise(self.cfg, env.seed)
         task = env.task
         candidates = [
             f
@@ -100,7 +104,7 @@ class TabletopExpert(Expert):
         return {
             "fault": self.fault,
             "fault_step": self.fault_step,
-            "action_noise": float(self.cfg.action_noise),
+            "action_noise": float(self.cfg.action_noise) if self._noisy else 0.0,
         }
 
     def act(self, obs: dict[str, Any]) -> np.ndarray:
@@ -124,7 +128,7 @@ class TabletopExpert(Expert):
             return action
         action = cmd.action.copy()
         self._grip = float(action[6])
-        if self.cfg.action_noise > 0:
+        if self._noisy:
             noise = self._noise_rng.normal(0.0, self.cfg.action_noise, ACTION_DIM)
             action = np.clip(action + noise, -1.0, 1.0).astype(np.float32)
         return action
