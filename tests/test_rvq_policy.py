@@ -228,37 +228,44 @@ def test_object_position_reaches_the_gripper_distance_monitor(tokenizer_file) ->
 
 
 def test_rvq_experiment_fits_trains_and_compares_decodings(tmp_path) -> None:
-    out = run_vlaexp(
-        [
-            "+experiment=rvq_policy_tabletop_spatial",
-            "policy=rvq_policy_tiny",
-            "trainer=cpu",
-            "task_suite.resolution=64",
-            "data.collect.episodes_per_task=2",
-            "data.collect.use_videos=false",
-            "data.collect.n_workers=1",
-            "data.num_workers=0",
-            "data.batch_size=8",
-            "data.split=[0.5,0.0,0.5]",
-            *TOKENIZER[1:],
-            "tokenizer.fit_steps=10",
-            "tokenizer.fit_batch_size=32",
-            "tokenizer.monitor.threshold=0.0",  # entropy > 0: adaptive refines every chunk
-            "rvq_compare.thresholds=[100.0]",  # above ln 256: that row refines none
-            "trainer.max_steps=4",
-            "trainer.val_check_interval=null",
-            "trainer.check_val_every_n_epoch=1",
-            "callbacks.step_checkpoint.save_freq=4",
-            "stages=[collect,tokenizer_fit,train,rvq_compare]",
-            "eval.task_ids=[0]",
-            "eval.n_episodes=1",
-            "eval.max_steps=10",
-            "print_config=false",
-            f"paths.root_dir={tmp_path}",
-            f"hydra.run.dir={tmp_path}/run",
-        ],
-        cwd=tmp_path,
-        timeout=600,
+    def run(name: str, *overrides: str):
+        """The experiment at tiny widths on CPU, one 10-step evaluation episode of task 0."""
+        return run_vlaexp(
+            [
+                "+experiment=rvq_policy_tabletop_spatial",
+                "policy=rvq_policy_tiny",
+                "trainer=cpu",
+                "task_suite.resolution=64",
+                *TOKENIZER[1:],
+                *overrides,
+                "eval.task_ids=[0]",
+                "eval.n_episodes=1",
+                "eval.max_steps=10",
+                "print_config=false",
+                f"paths.root_dir={tmp_path}",
+                f"hydra.run.dir={tmp_path}/{name}",
+            ],
+            cwd=tmp_path,
+            timeout=600,
+        )
+
+    out = run(
+        "run",
+        "data.collect.episodes_per_task=2",
+        "data.collect.use_videos=false",
+        "data.collect.n_workers=1",
+        "data.num_workers=0",
+        "data.batch_size=8",
+        "data.split=[0.5,0.0,0.5]",
+        "tokenizer.fit_steps=10",
+        "tokenizer.fit_batch_size=32",
+        "tokenizer.monitor.threshold=0.0",  # entropy > 0: adaptive refines every chunk
+        "rvq_compare.thresholds=[100.0]",  # above ln 256: that row refines none
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=null",
+        "trainer.check_val_every_n_epoch=1",
+        "callbacks.step_checkpoint.save_freq=4",
+        "stages=[collect,tokenizer_fit,train,rvq_compare]",
     )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads((tmp_path / "run" / "rvq_compare" / "comparison.json").read_text())
@@ -274,25 +281,11 @@ def test_rvq_experiment_fits_trains_and_compares_decodings(tmp_path) -> None:
     assert all(r["chunks"] == 2 and r["chunk_ms_median"] > 0 for r in rows.values())
     # the comparison's monitor is its run's, not the one saved with the policy: the same
     # policy compared again at threshold 100 refines nothing in its adaptive row
-    out = run_vlaexp(
-        [
-            "+experiment=rvq_policy_tabletop_spatial",
-            "policy=rvq_policy_tiny",
-            "trainer=cpu",
-            "task_suite.resolution=64",
-            *TOKENIZER[1:],
-            "tokenizer.monitor.threshold=100.0",
-            "stages=[rvq_compare]",
-            f"policy.path={tmp_path / 'run'}",
-            "eval.task_ids=[0]",
-            "eval.n_episodes=1",
-            "eval.max_steps=10",
-            "print_config=false",
-            f"paths.root_dir={tmp_path}",
-            f"hydra.run.dir={tmp_path}/again",
-        ],
-        cwd=tmp_path,
-        timeout=600,
+    out = run(
+        "again",
+        "tokenizer.monitor.threshold=100.0",
+        "stages=[rvq_compare]",
+        f"policy.path={tmp_path / 'run'}",
     )
     assert out.returncode == 0, out.stderr[-3000:]
     again = json.loads((tmp_path / "again" / "rvq_compare" / "comparison.json").read_text())

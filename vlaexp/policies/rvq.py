@@ -205,10 +205,14 @@ class RVQPolicy(Pi05Policy):
         self.code_head = RVQCodeHead(
             config.expert.width, settings.layers, settings.codebook_size, settings.latent_steps
         )
-        self.monitor_config = monitor
         self.monitor = make_monitor(monitor)
         self.last_chunk: dict[str, Any] = {}  # what the last predicted chunk cost (see below)
         self._graphs: dict[int, RVQGraphs] = {}  # per draft depth (cuda_graphs on a GPU)
+
+    @property
+    def monitor_config(self) -> MonitorConfig:
+        """The monitor this policy acts with, as its config (``policy.rvq.monitor``) says."""
+        return rvq_settings(self.config.rvq)[1]
 
     def set_monitor(self, monitor: MonitorConfig | dict[str, Any]) -> None:
         """Act with another monitor of adaptive decoding (inference only: the weights do not
@@ -216,7 +220,6 @@ class RVQPolicy(Pi05Policy):
         if isinstance(monitor, dict):
             monitor = MonitorConfig(**monitor)
         self.monitor = make_monitor(monitor)  # checks the kind and threshold first
-        self.monitor_config = monitor
         rvq = self.config.rvq
         if dataclasses.is_dataclass(rvq):
             rvq = dataclasses.asdict(rvq)

@@ -150,15 +150,10 @@ class SimRunner:
                 batch = jobs[first : first + n_workers]
                 with self._seeded_torch(batch):
                     episodes = self._run_batch(workers[: len(batch)], batch, policy, expert, first)
-                for ix, (ep, mode, seconds, fault) in enumerate(episodes, start=first):
+                for ix, (ep, mode, seconds, injected) in enumerate(episodes, start=first):
                     rows.append(self._row(ix, ep, mode, seconds))
                     if expert:
-                        row = rows[-1]
-                        (
-                            row["expert_fault"],
-                            row["expert_fault_step"],
-                            row["expert_action_noise"],
-                        ) = fault
+                        rows[-1].update(injected)  # the expert's fault and action noise
                     if self.episode_sink is not None:
                         self.episode_sink(ep, rows[-1])
                     if self.monitor is not None:
@@ -247,14 +242,14 @@ class SimRunner:
         seconds = (time.time() - t0) / len(batch)
         out = []
         for i, ep in enumerate(eps):
-            mode, fault = None, (None, None, None)
+            mode, injected = None, {}
             if not ep.success:
                 workers[i].send("failure_mode")
                 mode = workers[i].recv()
             if expert:
-                workers[i].send("expert_fault")
-                fault = workers[i].recv()
-            out.append((ep, mode, seconds, fault))
+                workers[i].send("expert_info")
+                injected = workers[i].recv()
+            out.append((ep, mode, seconds, injected))
         return out
 
     @staticmethod

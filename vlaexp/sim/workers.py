@@ -112,18 +112,19 @@ class _EnvSlot:
         assert self.env is not None
         return self.env.failure_mode()
 
-    def expert_fault(self) -> tuple[str | None, int | None, float | None]:
-        """The fault the scripted expert was given this episode (suites with faults), else None,
-        the step it took effect (None if it never did, or no fault), and the std of the noise
-        its recorded actions got this episode (``perturbation.action_noise``: 0 for a clean
-        episode of a mix; None for an expert that does not say)."""
+    def expert_info(self) -> dict[str, Any]:
+        """What the scripted expert was given this episode, as the episode's row records it:
+        ``expert_fault`` (suites with faults, else None), ``expert_fault_step`` (the step it took
+        effect; None if it never did, or no fault) and ``expert_action_noise`` (the std of the
+        noise its recorded actions got, ``perturbation.action_noise``: 0 for a clean episode of
+        a mix; None for an expert that does not say)."""
         info = self.expert.info() if hasattr(self.expert, "info") else {}
         noise = info.get("action_noise")
-        return (
-            getattr(self.expert, "fault", None),
-            getattr(self.expert, "fault_step", None),
-            None if noise is None else float(noise),
-        )
+        return {
+            "expert_fault": getattr(self.expert, "fault", None),
+            "expert_fault_step": getattr(self.expert, "fault_step", None),
+            "expert_action_noise": None if noise is None else float(noise),
+        }
 
     def close(self) -> None:
         if self.env is not None:
