@@ -9,6 +9,9 @@
 # CMP_EPISODES seeds a task, default 15, at batch 1, CUDA graphs; adaptive also at the entropy
 # thresholds CMP_THRESHOLDS, default [2.0,3.0]: at 1.0 the third session's policy refined 94%)
 # on tabletop_spatial's recording (150 DART demos a task, recorded first with every core).
+# On nvidia-h100-x2 (x4 not lent): TOK_JOB=rvq_policy_small-tok POLICIES="pi05_small-flow
+# rvq_policy_small-tok rvq_policy_small-bb value_fn_small-jit rvq_policy_small-cmpbb" (card 0:
+# the flow Pi0.5, the backbone job, its comparison; card 1: the tokenizer, issue 7's value run).
 # Carry [".whl/dist", ".gl"]; issue the same call again at once until it prints that every job
 # ended (tabletop_spatial_gpu.sh's DETACH=1: the jobs outlive a call on the warm machine):
 #   MAX_STEPS_pi05_small=4000 MAX_STEPS_rvq_policy_small=4000 bash benchmarks/device/rvq_compare_gpu.sh
@@ -26,10 +29,20 @@ export EXTRA="callbacks.step_checkpoint.save_freq=500 ${EXTRA:-}" EXTRA_pi05_sma
 export EXP_rvq=rvq_policy_tabletop_spatial EXP_bb=rvq_policy_tabletop_spatial
 export EXP_cmp=rvq_policy_tabletop_spatial EXP_cmpbb=rvq_policy_tabletop_spatial
 export EXTRA_flow="stages=[collect,train]" EXTRA_rvq="stages=[collect,tokenizer_fit,train]"
+# TOK_JOB: the job whose tokenizer the backbone job uses: the from-scratch one (default), or
+# rvq_policy_small-tok, which fits the tokenizer and trains nothing (a machine of two cards:
+# the from-scratch row is then the earlier session's)
+export EXP_tok=rvq_policy_tabletop_spatial EXTRA_tok="stages=[collect,tokenizer_fit]" TOK=$R/${TOK_JOB:-rvq_policy_small-rvq}
 B=${BB_STEPS:-2000}
 export EXTRA_bb="stages=[collect,train] policy.backbone=$R/pi05_small-flow/checkpoints/last/pretrained_model \
-policy.action_tokenizer=$R/rvq_policy_small-rvq trainer.max_steps=$B policy.scheduler.decay_steps=$B policy.optimizer.lr=${BB_LR:-1e-4}"
-export WAIT_bb="$R/pi05_small-flow.rc $R/rvq_policy_small-rvq/tokenizer/tokenizer.pt"
+policy.action_tokenizer=$TOK trainer.max_steps=$B policy.scheduler.decay_steps=$B policy.optimizer.lr=${BB_LR:-1e-4}"
+export WAIT_bb="$R/pi05_small-flow.rc $TOK/tokenizer/tokenizer.pt"
+# value_fn_small-jit (issue 7's question for the next RECAP run, on a card the jobs above leave
+# idle): the value function and Monte-Carlo advantages on advantage_tabletop_jitter's clean and
+# jittery demos (recorded in the job, beside the training), positive_by_action_noise in its
+# advantage.json: are the jittery demos' frames the negative ones?
+export EXP_jit=advantage_tabletop_jitter_value MAX_STEPS_value_fn_small=${MAX_STEPS_value_fn_small:-2400}
+export EXTRA_jit="data.collect.episodes_per_task=200 data.collect.n_workers=${JIT_WORKERS:-16}"
 CMP="stages=[rvq_compare] eval.n_episodes=${CMP_EPISODES:-15} rvq_compare.flow_policy=$R/pi05_small-flow
 rvq_compare.thresholds=${CMP_THRESHOLDS:-[2.0,3.0]}"
 export EXTRA_cmp="$CMP policy.path=$R/rvq_policy_small-rvq" WAIT_cmp="$R/rvq_policy_small-rvq.rc $R/pi05_small-flow.rc"

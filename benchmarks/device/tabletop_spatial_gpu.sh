@@ -186,8 +186,9 @@ for p in $POLICIES; do
   cp $R/$p/eval/eval_info.json $B/${p}_eval_info.json && python3 -c \
     "import json; d=json.load(open('$B/${p}_eval_info.json')); print('$p', d['aggregated'], d['per_task'], d['failure_modes'])"
   grep -aoE "val/loss: [0-9.]+" $R/$p.log | tail -1
-  # an RVQ job's tokenizer analysis, a comparison job's table (rvq_compare)
-  cp -r $R/$p/tokenizer/analysis.* $R/$p/rvq_compare $B/ 2>/dev/null
+  # an RVQ job's tokenizer analysis, a comparison job's table (rvq_compare), a value job's
+  # evaluation and advantage summary
+  cp -r $R/$p/tokenizer/analysis.* $R/$p/rvq_compare $R/$p/value_eval.json $R/$p/advantage.json $B/ 2>/dev/null
   for v in ${ALONE_VARIANTS:-saved eager}; do cp $R/${p}_alone_$v/eval/eval_info.json $B/${p}_alone_${v}_eval_info.json 2>/dev/null; done
   tail -c 1500 $R/$p.log | grep -av Warning
   if test -d $R/$p/uncertainty; then  # the RND stages ran: scores summary, detection, plots
