@@ -4,6 +4,7 @@ tokenizer; dense / coarse / adaptive decoding; its checkpoints and errors; the c
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from unittest import mock
@@ -261,6 +262,9 @@ def test_rvq_experiment_fits_trains_and_compares_decodings(tmp_path) -> None:
         "tokenizer.fit_batch_size=32",
         "tokenizer.monitor.threshold=0.0",  # entropy > 0: adaptive refines every chunk
         "rvq_compare.thresholds=[100.0]",  # above ln 256: that row refines none
+        # the gripper is always within 100 m of the cube, never within 0 m: all, then none
+        "rvq_compare.monitors=[{kind:gripper_distance,threshold:100.0},"
+        "{kind:gripper_distance,threshold:0.0}]",
         "trainer.max_steps=4",
         "trainer.val_check_interval=null",
         "trainer.check_val_every_n_epoch=1",
@@ -270,12 +274,23 @@ def test_rvq_experiment_fits_trains_and_compares_decodings(tmp_path) -> None:
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads((tmp_path / "run" / "rvq_compare" / "comparison.json").read_text())
     rows = {r["decoding"]: r for r in result["rows"]}
-    assert list(rows) == ["dense", "coarse", "adaptive", "adaptive_t100"]
+    assert list(rows) == [
+        "dense",
+        "coarse",
+        "adaptive",
+        "adaptive_t100",
+        "adaptive_gripper_distance_100",
+        "adaptive_gripper_distance_0",
+    ]
     assert rows["dense"]["mean_layers"] == 4.0 and rows["coarse"]["mean_layers"] == 2.0
     assert rows["adaptive"]["refined_share"] == 1.0 and rows["coarse"]["refined_share"] == 0.0
     assert (
         rows["adaptive_t100"]["refined_share"] == 0.0 and rows["adaptive_t100"]["threshold"] == 100
     )
+    near, never = rows["adaptive_gripper_distance_100"], rows["adaptive_gripper_distance_0"]
+    assert near["refined_share"] == 1.0 and never["refined_share"] == 0.0
+    assert near["monitor"]["kind"] == "gripper_distance" and never["mean_layers"] == 2.0
+    assert rows["dense"]["step_latency_vs_dense"] == 1.0
     assert result["monitor"]["threshold"] == 0.0  # the run's monitor, back after the sweep
     # 10 steps, a chunk every 5 actions: 2 chunks per mode
     assert all(r["chunks"] == 2 and r["chunk_ms_median"] > 0 for r in rows.values())
@@ -295,6 +310,21 @@ def test_rvq_experiment_fits_trains_and_compares_decodings(tmp_path) -> None:
         (tmp_path / "run" / "checkpoints" / "last" / "pretrained_model" / "config.json").read_text()
     )
     assert saved["action_tokenizer"] == str(tmp_path / "run" / "tokenizer" / "tokenizer.pt")
+
+
+def test_compare_monitor_rows_are_checked_before_any_row_runs():
+    rows = compare.monitor_rows([{"kind": "action_variance", "threshold": 0.5, "window": 3}])
+    assert rows == [
+        ("adaptive_action_variance_0.5", {"kind": "action_variance", "threshold": 0.5, "window": 3})
+    ]
+    for bad, says in [
+        ({"kind": "gripper_distance"}, "names its kind and threshold"),
+        ({"kind": "distance", "threshold": 0.1}, "kind must be one of"),
+        ({"kind": "entropy", "threshold": -1.0}, "threshold >= 0"),
+        ({"kind": "entropy", "threshold": 1.0, "treshold": 2.0}, "unknown fields ['treshold']"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            compare.monitor_rows([bad])
 
 
 def test_compare_steady_rate_leaves_out_the_first_chunk():

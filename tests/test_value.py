@@ -334,3 +334,23 @@ def test_advantage_breakdown_relabels_a_grid_at_the_shares_asked(tmp_path) -> No
     assert mc["failures_before_fault"] == 0.0 and mc["failures_after_fault"] == 0.0
     assert rows[(None, 0.6)]["shares"]["successes"] > mc["successes"]
     assert "| Monte-Carlo | 0.60 |" in out.with_suffix(".md").read_text()
+    assert mc["successes"] > 0 and rows[(None, 0.3)]["by_action_noise"] == {}  # no such field
+
+
+def test_advantage_breakdown_splits_a_jittery_mix_by_action_noise() -> None:
+    """advantage_breakdown.py's rows split the positive frames by the noise each episode's
+    recorded actions got (the jittery mix: are the jittery demos' frames the negative ones?)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "experiments" / "value_function"))
+    try:
+        from advantage_breakdown import breakdown
+    finally:
+        sys.path.pop(0)
+    positive = {0: np.array([1, 1, 0, 0]), 1: np.array([0, 0, 0, 1, 0, 0]), 2: np.array([1, 0])}
+    records = {0: {"expert_action_noise": 0.0}, 1: {"expert_action_noise": 0.1}, 2: {}}
+    success = dict.fromkeys(positive, True)
+    row = breakdown({}, positive, records, success, dict.fromkeys(positive))
+    # episode 2 has no noise on record: left out of the split, not counted as clean
+    assert row["by_action_noise"] == {"0.0": 0.5, "0.1": pytest.approx(1 / 6)}

@@ -188,7 +188,18 @@ for p in $POLICIES; do
   grep -aoE "val/loss: [0-9.]+" $R/$p.log | tail -1
   # an RVQ job's tokenizer analysis, a comparison job's table (rvq_compare), a value job's
   # evaluation and advantage summary
-  cp -r $R/$p/tokenizer/analysis.* $R/$p/rvq_compare $R/$p/value_eval.json $R/$p/advantage.json $B/ 2>/dev/null
+  cp -r $R/$p/tokenizer/analysis.* $R/$p/rvq_compare $R/$p/value_eval.json $R/$p/advantage.json \
+    $R/$p/value_predictions.csv $B/ 2>/dev/null
+  # and a value job's episode records (experiments/value_function/advantage_breakdown.py reads
+  # them beside its predictions): those of the dataset its log says it built or reused; then
+  # that script's relabelling of its test frames at the horizons GRID_HORIZONS, printed (the
+  # shares by outcome, by tenth and, in a jittery mix, by action noise)
+  if test -e $R/$p/advantage.json; then
+    cp "$(grep -aoE "(Built|Reusing cached) datasets [^ ]+" $R/$p.log | tail -1 | awk '{print $NF}')/meta/vlaexp_episodes.jsonl" $B/ 2>/dev/null
+    test -e $B/vlaexp_episodes.jsonl && test -e $B/value_predictions.csv && PYTHONPATH=/tmp/site:$PWD python3 \
+      experiments/value_function/advantage_breakdown.py $B/value_predictions.csv $B/advantage.json $B/vlaexp_episodes.jsonl \
+      --out $B/label_grid --horizon ${GRID_HORIZONS:-5 10 20 50 mc} --fraction 0.3 2>&1 | tail -8
+  fi
   for v in ${ALONE_VARIANTS:-saved eager}; do cp $R/${p}_alone_$v/eval/eval_info.json $B/${p}_alone_${v}_eval_info.json 2>/dev/null; done
   tail -c 1500 $R/$p.log | grep -av Warning
   if test -d $R/$p/uncertainty; then  # the RND stages ran: scores summary, detection, plots

@@ -4,7 +4,8 @@ test frame's label and expected value), ``advantage.json`` (the run's horizon an
 thresholds, set over every frame of every split) and the recording's ``vlaexp_episodes.jsonl``
 (success, task, scripted fault and its step). Reports the share of frames labelled positive
 among successes, failures before their fault, after it, and after it per fault kind, and
-among successes' frames per tenth of the episode (``positive_by_progress``).
+among successes' frames per tenth of the episode (``positive_by_progress``), and by the noise
+the episode's recorded actions got (``by_action_noise``: a jittery mix's clean and jittery demos).
 
 ``--horizon`` (integers, or ``mc`` for the Monte-Carlo advantage) relabels the same
 predictions with other horizons and ``--fraction`` with other positive shares; the thresholds
@@ -35,6 +36,7 @@ from ranking_from_predictions import read_predictions, read_records
 from vlaexp.data.episodes import fault_frame
 from vlaexp.value.advantage import (
     n_step_advantages,
+    positive_by_group,
     positive_by_outcome,
     positive_by_progress,
     positive_labels,
@@ -59,6 +61,11 @@ def breakdown(advantages, positive, records, success, fault) -> dict:
         },
         "success_positive_by_tenth": positive_by_progress(positive, success),
         "all_positive_by_tenth": positive_by_progress(positive, dict.fromkeys(positive, True)),
+        # by the std of the noise each episode's recorded actions got (a jittery mix,
+        # task_suite.perturbation.action_noise_prob; empty for records without the field)
+        "by_action_noise": positive_by_group(
+            positive, {ep: records[ep].get("expert_action_noise") for ep in positive}
+        ),
     }
 
 
@@ -122,8 +129,8 @@ def main() -> None:
         "",
         "| horizon | positive share set | successes | failures before fault | after fault | "
         + " | ".join(f"after a {k} fault" for k in kinds)
-        + " | successes, by tenth of the episode | every episode, by tenth |",
-        "|---" * (7 + len(kinds)) + "|",
+        + " | successes, by tenth of the episode | every episode, by tenth | by action noise |",
+        "|---" * (8 + len(kinds)) + "|",
     ]
     for r in rows:
         sh, by_kind = r["shares"], r["after_fault_by_kind"]
@@ -137,6 +144,7 @@ def main() -> None:
             *(f"{by_kind[k]['share']:.3f}" if k in by_kind else "-" for k in kinds),
             tenths(r["success_positive_by_tenth"]),
             tenths(r["all_positive_by_tenth"]),
+            ", ".join(f"{k}: {v:.3f}" for k, v in r["by_action_noise"].items()) or "-",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")

@@ -144,3 +144,7 @@ class RVQCompareConfig:
     cuda_graphs: bool = True
     # more adaptive rows, one per monitor threshold (tokenizer.monitor's kind), after `modes`
     thresholds: list[float] = field(default_factory=list)
+    # more adaptive rows after those, one per monitor of any kind: each entry's fields (e.g.
+    # {kind: gripper_distance, threshold: 0.05}) over tokenizer.monitor's, labelled
+    # adaptive_<kind>_<threshold>
+    monitors: list[dict[str, Any]] = field(default_factory=list)
