@@ -90,12 +90,20 @@ def test_learns_the_codes_and_decodes_them_at_every_depth(tokenizer_file, tmp_pa
     assert "chunk_mse_l2" not in info  # training steps skip the decoding
     for k in (2, 4):
         assert float(val[f"chunk_mse_l{k}"]) == pytest.approx(float(val[f"recon_mse_l{k}"]))
+        # nearly certain codes: their expected vectors decode close to the codes' chunk
+        assert float(val[f"chunk_mse_expected_l{k}"]) == pytest.approx(
+            float(val[f"recon_mse_l{k}"]), rel=0.5, abs=1e-3
+        )
     assert float(val["recon_mse_l4"]) != float(val["recon_mse_l2"])  # two depths decoded
     fresh = rvq_policy(tokenizer_file, "policy.augment.enabled=false").eval()
     _, untrained = fresh(batch)
     # wrong codes decode to other chunks (not necessarily worse ones: brittle codes)
     assert float(untrained["code_acc_l1"]) < 1.0
     assert float(untrained["chunk_mse_l4"]) != pytest.approx(float(untrained["recon_mse_l4"]))
+    # an untrained head hedges: its expected vectors are not its most likely codes
+    assert float(untrained["chunk_mse_expected_l4"]) != pytest.approx(
+        float(untrained["chunk_mse_l4"])
+    )
     dense = policy.predict_codes(batch, "dense")
     assert torch.equal(dense["codes"], target)  # free-running greedy decoding, layer by layer
     assert dense["layers"].tolist() == [4] * 4

@@ -66,6 +66,28 @@ def test_truncated_decoding_is_the_sum_of_the_first_k_codes(trained) -> None:
     assert not torch.allclose(tok.decode(codes, n_layers=1), tok.decode(codes, n_layers=4))
 
 
+def test_expected_decoding_hedges_uncertain_layers_toward_the_codebook_mean(trained) -> None:
+    tok, test = trained
+    codes = tok.encode(test[:5])  # [5, 4 layers, 1 step], 16 codes a layer
+    onehot = torch.nn.functional.one_hot(codes, 16).float()
+    for k in (1, 2, 4):  # a certain distribution decodes to its code
+        assert torch.allclose(tok.decode_expected(onehot, k), tok.decode(codes, k), atol=1e-5)
+    # layer 2 uniform: layer 1's code plus layer 2's mean codebook vector, not any one code
+    hedged = onehot[:, :2].clone()
+    hedged[:, 1] = 1 / 16
+    books = tok.rvq.codebooks  # [4, 16, d]
+    first = tok.rvq.get_codes_from_indices(codes[:, :1].permute(0, 2, 1))[0]  # [5, 1, d]
+    z = tok.rvq.project_out(first + books[1].mean(0))
+    assert torch.allclose(tok.decode_expected(hedged), tok._actions(z), atol=1e-5)
+    assert not torch.allclose(tok.decode_expected(hedged), tok.decode(codes, 2), atol=1e-3)
+    with pytest.raises(ValueError, match="distributions over the codebook"):
+        tok.decode_expected(onehot * 2)
+    with pytest.raises(ValueError, match=r"probs must be \[B, <= 4 layers, 1, 16\]"):
+        tok.decode_expected(onehot[..., :8])
+    with pytest.raises(ValueError, match="cannot decode with 3 layers"):
+        tok.decode_expected(onehot[:, :2], n_layers=3)
+
+
 def test_normalized_latent_keeps_its_scale_whatever_the_encoder() -> None:
     """tokenizer.latent_norm: the quantizer sees the encoder's latent layer-normalized, so a
     latent growing in scale (the diverging fits of experiments/rvq_adaptive) cannot outrun

@@ -136,6 +136,42 @@ def test_midpoint_auroc_over_failures_faulted_by_their_midpoint() -> None:
     assert "midpoint_auroc_faulted" not in value_metrics(logits, values, success)
 
 
+def test_midpoint_auroc_by_failure_kind_reports_faults_and_perturbed_episodes_apart() -> None:
+    """A mix of scripted faults and episodes perturbed throughout: each kind of failure gets
+    its own midpoint AUROC against every success, and the kind comes from the outcome record."""
+    from vlaexp.value.metrics import failure_kind
+
+    def const(v: float, n: int = 10) -> torch.Tensor:
+        lg = torch.full((n, 201), -50.0)
+        lg[:, int(value_to_bin(np.array([v]))[0])] = 50.0
+        return lg
+
+    # successes at -0.3 and -0.2; the perturbed failure looks bad at its midpoint (-0.9), the
+    # faulted one still looks like a success (-0.1, its fault comes later)
+    logits = [const(-0.3), const(-0.2), const(-0.9), const(-0.1)]
+    values = [np.linspace(-0.6, 0.0, 10)] * 2 + [np.linspace(-1.0, -0.4, 10)] * 2
+    success = [True, True, False, False]
+    outcomes = [
+        {"success": True, "fault_frame": None, "action_noise": 0.2},  # a perturbed success
+        {"success": True, "fault_frame": None, "action_noise": None},
+        {"success": False, "fault_frame": None, "action_noise": 0.2},
+        {"success": False, "fault_frame": 8, "action_noise": 0.0},
+    ]
+    kinds = [failure_kind(o) for o in outcomes]
+    assert kinds == [None, None, "action_noise", "fault"]
+    assert failure_kind({"success": False, "fault_frame": 3, "action_noise": 0.2}) == (
+        "fault+action_noise"
+    )
+    assert failure_kind({"success": False}) == "other"
+    m = value_metrics(logits, values, success, None, kinds)
+    assert m["midpoint_auroc"] == pytest.approx(0.5)
+    assert m["midpoint_auroc_by_failure_kind"] == {
+        "action_noise": {"failures": 1, "auroc": pytest.approx(1.0)},
+        "fault": {"failures": 1, "auroc": pytest.approx(0.0)},
+    }
+    assert "midpoint_auroc_by_failure_kind" not in value_metrics(logits, values, success)
+
+
 def test_an_episode_of_one_repeated_frame_has_no_ranking_not_a_nan_median() -> None:
     # a failure frozen from its first frame: 20 identical predictions, whose float32 std is
     # not 0 (rounding in the mean: 1.2e-7 here), which once made the failures' median nan

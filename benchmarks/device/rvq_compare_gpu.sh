@@ -49,6 +49,9 @@ export WAIT_bb="$R/pi05_small-flow.rc $TOK/tokenizer/tokenizer.pt"
 # advantage.json: are the jittery demos' frames the negative ones?
 export EXP_jit=advantage_tabletop_jitter_value MAX_STEPS_value_fn_small=${MAX_STEPS_value_fn_small:-2400}
 export EXTRA_jit="data.collect.episodes_per_task=200 data.collect.n_workers=${JIT_WORKERS:-16}"
+# value_fn_small-pert: issue 7's offline targets on faults and perturbed failures
+# (+experiment=value_tabletop_perturbed; midpoint_auroc_by_failure_kind in its value_eval.json)
+export EXP_pert=value_tabletop_perturbed EXTRA_pert="$EXTRA_jit"
 CMP="stages=[rvq_compare] eval.n_episodes=${CMP_EPISODES:-15} rvq_compare.flow_policy=$R/pi05_small-flow
 rvq_compare.thresholds=${CMP_THRESHOLDS:-[2.0,3.0]} rvq_compare.monitors=${CMP_MONITORS:-[]}"
 export EXTRA_cmp="$CMP policy.path=$R/rvq_policy_small-rvq" WAIT_cmp="$R/rvq_policy_small-rvq.rc $R/pi05_small-flow.rc"

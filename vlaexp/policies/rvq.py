@@ -355,22 +355,29 @@ class RVQPolicy(Pi05Policy):
         info = {f"code_acc_l{k + 1}": correct[k] for k in range(n)}
         info.update({f"code_ce_l{k + 1}": per_layer[k].detach() for k in range(n)})
         if not self.training:
-            info.update(self._chunk_errors(logits.argmax(-1), codes, actions))
+            info.update(self._chunk_errors(logits, codes, actions))
         return per_layer.mean(), info
 
     @torch.no_grad()
     def _chunk_errors(
-        self, predicted: torch.Tensor, codes: torch.Tensor, actions: torch.Tensor
+        self, logits: torch.Tensor, codes: torch.Tensor, actions: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """What token accuracy leaves out (validation): the MSE of the chunk decoded from the
         predicted codes (each layer's given the true codes before it) from the draft's and all
         layers, against the true normalized chunk, beside the tokenizer's own error from the
         true codes. A code near a cell boundary can be wrong and decode to almost the same
-        chunk (experiments/rvq_adaptive: the codes are brittle)."""
+        chunk (experiments/rvq_adaptive: the codes are brittle). ``chunk_mse_expected_l<k>``:
+        the same chunk decoded from each layer's expected codebook vector under the predicted
+        distribution (:meth:`RVQTokenizer.decode_expected`): whether hedging the uncertain
+        layers beats committing to their most likely codes."""
         out = {}
+        predicted, probs = logits.argmax(-1), logits.float().softmax(-1)
         for k in sorted({self.config.draft_layers, self.n_layers}):
             tok = self.action_tokenizer
             out[f"chunk_mse_l{k}"] = F.mse_loss(tok.decode(predicted, n_layers=k).float(), actions)
+            out[f"chunk_mse_expected_l{k}"] = F.mse_loss(
+                tok.decode_expected(probs, n_layers=k).float(), actions
+            )
             out[f"recon_mse_l{k}"] = F.mse_loss(tok.decode(codes, n_layers=k).float(), actions)
         return out
 

@@ -143,6 +143,35 @@ class RVQTokenizer(nn.Module):
         indices[..., :k] = codes[:, :k].permute(0, 2, 1)
         return self._actions(self.rvq.get_output_from_indices(indices))
 
+    @torch.no_grad()
+    def decode_expected(self, probs: torch.Tensor, n_layers: int | None = None) -> torch.Tensor:
+        """float[B, L, latent_steps, codebook_size] code probabilities (a policy's softmax) ->
+        float[B, T, A] decoded from each layer's expected codebook vector (first ``n_layers``
+        layers) instead of its most likely code: where a layer's code is uncertain its
+        contribution shrinks toward the codebook's mean rather than committing to a wrong
+        cell. One-hot probabilities give :meth:`decode` of their codes. Our own, since the
+        library decodes indices only: the same codebooks and output projection it uses."""
+        s = self.settings
+        if probs.ndim != 4 or probs.shape[2:] != (s.latent_steps, s.codebook_size):
+            raise ValueError(
+                f"probs must be [B, <= {s.layers} layers, {s.latent_steps}, {s.codebook_size}], "
+                f"got {list(probs.shape)}"
+            )
+        k = probs.shape[1] if n_layers is None else n_layers
+        if not 1 <= k <= min(s.layers, probs.shape[1]):
+            raise ValueError(
+                f"cannot decode with {k} layers: the tokenizer has {s.layers} and the "
+                f"probabilities hold {probs.shape[1]}"
+            )
+        p = probs[:, :k].float()
+        if bool((p < 0).any()) or not torch.allclose(
+            p.sum(-1), torch.ones_like(p[..., 0]), atol=1e-3
+        ):
+            raise ValueError("probs must be distributions over the codebook (>= 0, summing to 1)")
+        books = self.rvq.codebooks[:k].float()  # [k, K, D]
+        latent = torch.einsum("blsc,lcd->bsd", p, books)
+        return self._actions(self.rvq.project_out(latent))
+
     def config_dict(self) -> dict[str, Any]:
         return {"type": "rvq", **asdict(self.settings)}
 

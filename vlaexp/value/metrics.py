@@ -16,6 +16,7 @@ def value_metrics(
     values: Sequence[np.ndarray],
     success: Sequence[bool],
     fault_frames: Sequence[int | None] | None = None,
+    failure_kinds: Sequence[str | None] | None = None,
 ) -> dict[str, float]:
     """Per episode float[T, n_bins] logits and true values float[T]: test cross-entropy,
     top-1 / top-5 / within +-5 bins accuracy, MAE of the expected value, and the
@@ -34,7 +35,11 @@ def value_metrics(
         "within_5_bins": float(((all_logits.argmax(-1) - bins).abs() <= 5).float().mean()),
         "mae": float(np.mean(np.abs(pred - true))),
         **ranking_metrics(
-            [expected_value(lg).numpy() for lg in logits], values, success, fault_frames
+            [expected_value(lg).numpy() for lg in logits],
+            values,
+            success,
+            fault_frames,
+            failure_kinds,
         ),
     }
 
@@ -44,6 +49,7 @@ def ranking_metrics(
     values: Sequence[np.ndarray],
     success: Sequence[bool],
     fault_frames: Sequence[int | None] | None = None,
+    failure_kinds: Sequence[str | None] | None = None,
 ) -> dict[str, float]:
     """Per episode predicted (expected) values and true values float[T]: Spearman correlation
     (median over episodes, and pooled) and the AUROC of the predicted value at each episode's
@@ -56,7 +62,12 @@ def ranking_metrics(
     ``fault_frames`` (per episode, the frame a scripted fault struck, None if unknown) adds
     how many failures had their fault at or before their midpoint frame, and the midpoint
     AUROC of successes against those failures alone: a failure whose fault comes later looks
-    like a success at its midpoint to any model of the frames so far."""
+    like a success at its midpoint to any model of the frames so far.
+
+    ``failure_kinds`` (per episode, what made a failure: :func:`failure_kind`) adds
+    ``midpoint_auroc_by_failure_kind``: per kind, its failures' count and the midpoint AUROC of
+    every success against those failures alone (a mix of scripted faults and episodes perturbed
+    throughout reports each apart)."""
     from torchmetrics.functional.classification import binary_auroc
 
     def auroc(scores: list[float], labels: list[int]) -> float:
@@ -95,7 +106,31 @@ def ranking_metrics(
         out["failures_faulted_by_midpoint"] = int(sum(seen))
         out["failures_fault_known"] = int(sum(known))
         out["midpoint_auroc_faulted"] = auroc([mids[i] for i in keep], [labels[i] for i in keep])
+    if failure_kinds is not None:
+        by_kind = {}
+        for kind in sorted({k for k, ok in zip(failure_kinds, labels, strict=True) if not ok}):
+            keep = [i for i, ok in enumerate(labels) if ok or failure_kinds[i] == kind]
+            by_kind[kind] = {
+                "failures": sum(1 for i in keep if not labels[i]),
+                "auroc": auroc([mids[i] for i in keep], [labels[i] for i in keep]),
+            }
+        out["midpoint_auroc_by_failure_kind"] = by_kind
     return out
+
+
+def failure_kind(outcome: dict) -> str | None:
+    """What made an episode fail, from its outcome record (:func:`episode_outcomes`): a scripted
+    ``fault``, recorded ``action_noise`` throughout, ``fault+action_noise``, or ``other``
+    (neither on record); None for a success."""
+    if outcome["success"]:
+        return None
+    fault = outcome.get("fault_frame") is not None
+    noise = bool(outcome.get("action_noise"))
+    return {
+        (True, False): "fault",
+        (False, True): "action_noise",
+        (True, True): "fault+action_noise",
+    }.get((fault, noise), "other")
 
 
 def _median(xs: list[float]) -> float:

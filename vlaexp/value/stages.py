@@ -26,7 +26,7 @@ from vlaexp.value.advantage import (
     write_advantage_dataset,
 )
 from vlaexp.value.labels import expected_value
-from vlaexp.value.metrics import value_metrics
+from vlaexp.value.metrics import failure_kind, value_metrics
 from vlaexp.value.model import load_value_function
 from vlaexp.value.plots import plot_value_over_time
 
@@ -103,6 +103,7 @@ def eval_stage(ctx: RunContext) -> None:
         [torch.stack(predicted[e]["value"]).numpy().astype(np.float64) for e in episodes],
         [bool(datamodule.outcomes[e]["success"]) for e in episodes],
         [datamodule.outcomes[e].get("fault_frame") for e in episodes],
+        [failure_kind(datamodule.outcomes[e]) for e in episodes],
     )
     frames = sum(len(p["value"]) for p in predicted.values())
     result = {"episodes": episodes, "frames": frames, **metrics}
