@@ -22,29 +22,22 @@ EXPERIMENTS = sorted(
 
 
 # Experiments on full-size published weights (hub only) are checked with their tiny twin.
+# the GPU value runs on the CPU: no stage-1 projector (value_align gives it in a real run)
+GPU_VALUE_TWIN = [
+    "policy.require_projector=false",
+    "trainer=cpu",
+    "data.batch_size=8",
+    "data.num_workers=0",
+]
 TINY_TWIN = {
     "rnd_spatial_agentview": ["policy=pi05_tiny", "policy.pretrained=null", "trainer=cpu"],
     # small widths for CPU; the stage-1 projector comes from value_align in a real run
     "rvq_policy_tabletop_spatial": ["policy=rvq_policy_tiny", "trainer=cpu"],
     "value_tabletop": ["policy.require_projector=false"],
-    "advantage_tabletop_value": [
-        "policy.require_projector=false",
-        "trainer=cpu",
-        "data.batch_size=8",
-        "data.num_workers=0",
-    ],
-    "advantage_tabletop_jitter_value": [
-        "policy.require_projector=false",
-        "trainer=cpu",
-        "data.batch_size=8",
-        "data.num_workers=0",
-    ],
-    "value_tabletop_gpu": [
-        "policy.require_projector=false",
-        "trainer=cpu",
-        "data.batch_size=8",
-        "data.num_workers=0",
-    ],
+    "advantage_tabletop_value": GPU_VALUE_TWIN,
+    "advantage_tabletop_jitter_value": GPU_VALUE_TWIN,
+    "value_tabletop_gpu": GPU_VALUE_TWIN,
+    "value_tabletop_perturbed": GPU_VALUE_TWIN,
 }
 
 

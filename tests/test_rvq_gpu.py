@@ -38,6 +38,7 @@ def test_cuda_graph_decoding_equals_eager_decoding(tmp_path) -> None:
     with mock.patch.object(policy.monitor, "should_refine", return_value=flags):
         eager, graphed = both("adaptive")
     assert graphed["layers"].tolist() == [4, 2, 4] and torch.equal(graphed["codes"], eager["codes"])
+    torch.testing.assert_close(graphed["logits"], eager["logits"])  # the refinement's too
     dense = policy.predict_codes(batch, "dense")["codes"]
     assert torch.equal(graphed["codes"][[0, 2]], dense[[0, 2]])
 

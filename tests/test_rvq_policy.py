@@ -131,6 +131,43 @@ def test_learns_the_codes_and_decodes_them_at_every_depth(tokenizer_file, tmp_pa
     assert torch.equal(loaded.predict_codes(batch, "dense")["codes"], target)
 
 
+def test_expected_code_decoding_acts_from_every_decoded_layers_distribution(
+    tokenizer_file,
+) -> None:
+    """predict_codes returns each decoded layer's logits (refined rows all layers, drafts
+    their first two), and policy.code_decoding=expected decodes every sample from the
+    expected codebook vectors of the layers it was given."""
+    from dataclasses import replace
+
+    torch.manual_seed(2)
+    policy = rvq_policy(tokenizer_file).eval()  # untrained: uncertain codes
+    batch = make_batch(b=3)
+    dense = policy.predict_codes(batch, "dense")
+    flags = torch.tensor([True, False, True])
+    with mock.patch.object(policy.monitor, "should_refine", return_value=flags):
+        out = policy.predict_codes(batch, "adaptive")
+    logits = out["logits"]
+    assert logits.shape == (3, 4, 2, 16)
+    torch.testing.assert_close(logits[:, :2], out["draft_logits"])
+    torch.testing.assert_close(logits[[0, 2]], dense["logits"][[0, 2]])  # refined: all layers
+    assert (logits[1, 2:] == 0).all()  # a draft has no deeper logits
+    assert torch.equal(logits[[0, 2]].argmax(-1), out["codes"][[0, 2]])
+
+    argmax_chunk = policy.predict_action_chunk(batch, "dense")
+    policy.config = replace(policy.config, code_decoding="expected")
+    with mock.patch.object(policy.monitor, "should_refine", return_value=flags):
+        chunk = policy.predict_action_chunk(batch, "adaptive")
+    tok = policy.action_tokenizer
+    probs = dense["logits"].float().softmax(-1)
+    want_refined = policy.unnormalize_actions(tok.decode_expected(probs[[0, 2]], n_layers=4))
+    torch.testing.assert_close(chunk[[0, 2]], want_refined)
+    want_draft = policy.unnormalize_actions(tok.decode_expected(probs[[1], :2], n_layers=2))
+    torch.testing.assert_close(chunk[[1]], want_draft)
+    assert not torch.allclose(chunk[[0, 2]], argmax_chunk[[0, 2]])  # hedged, not committed
+    with pytest.raises(ConfigError, match=r"policy\.code_decoding must be one of"):
+        rvq_policy(tokenizer_file, "policy.code_decoding=sampled")
+
+
 def test_layer_l_sees_only_the_codes_of_earlier_layers(tokenizer_file) -> None:
     """Changing layer j's codes changes the logits of layers > j only (the causal blocks),
     and coarse decoding runs 2 expert passes where dense runs 4."""
@@ -273,6 +310,7 @@ def test_rvq_experiment_fits_trains_and_compares_decodings(tmp_path) -> None:
         # the gripper is always within 100 m of the cube, never within 0 m: all, then none
         "rvq_compare.monitors=[{kind:gripper_distance,threshold:100.0},"
         "{kind:gripper_distance,threshold:0.0}]",
+        "rvq_compare.expected_modes=[coarse]",
         "trainer.max_steps=4",
         "trainer.val_check_interval=null",
         "trainer.check_val_every_n_epoch=1",
@@ -289,6 +327,7 @@ def test_rvq_experiment_fits_trains_and_compares_decodings(tmp_path) -> None:
         "adaptive_t100",
         "adaptive_gripper_distance_100",
         "adaptive_gripper_distance_0",
+        "coarse_expected",
     ]
     assert rows["dense"]["mean_layers"] == 4.0 and rows["coarse"]["mean_layers"] == 2.0
     assert rows["adaptive"]["refined_share"] == 1.0 and rows["coarse"]["refined_share"] == 0.0
@@ -299,6 +338,10 @@ def test_rvq_experiment_fits_trains_and_compares_decodings(tmp_path) -> None:
     assert near["refined_share"] == 1.0 and never["refined_share"] == 0.0
     assert near["monitor"]["kind"] == "gripper_distance" and never["mean_layers"] == 2.0
     assert rows["dense"]["step_latency_vs_dense"] == 1.0
+    assert rows["coarse_expected"]["mean_layers"] == 2.0
+    assert rows["coarse_expected"]["code_decoding"] == "expected"
+    # the other rows act on their most likely codes
+    assert {rows[m]["code_decoding"] for m in list(rows)[:-1]} == {"argmax"}
     assert result["monitor"]["threshold"] == 0.0  # the run's monitor, back after the sweep
     # 10 steps, a chunk every 5 actions: 2 chunks per mode
     assert all(r["chunks"] == 2 and r["chunk_ms_median"] > 0 for r in rows.values())

@@ -18,8 +18,10 @@
 # Planned from the timings below: recording ~4 min, the flow Pi0.5 (4,000 steps: val loss 0.103
 # there against 0.099 at 5,000 in the third session) done ~13 min in, the backbone job's 2,000
 # steps ~7 min more, its comparison ~6 min: ~26 of a session's 30 device minutes.
-# CMP_MONITORS adds adaptive rows of other monitors (rvq_compare.monitors), e.g.
+# CMP_MONITORS adds adaptive rows of other monitors (rvq_compare.monitors), CMP_EXPECTED rows
+# decoded from the expected codebook vectors (rvq_compare.expected_modes), e.g.
 #   CMP_MONITORS="[{kind:gripper_distance,threshold:0.05},{kind:gripper_distance,threshold:0.1}]"
+#   CMP_EXPECTED="[dense,coarse]"
 # Measured (2x H200, 2026-11-27, the two-card POLICIES above, CMP_EPISODES=10): recording + install
 # 248 s, the flow Pi0.5's 4,000 steps 9.4 min, the backbone job's 2,000 steps 4.4 min, its
 # comparison 110 s (20 episodes a row, six rows); 60 episodes a row took 5.2 min on the warm
@@ -53,7 +55,8 @@ export EXTRA_jit="data.collect.episodes_per_task=200 data.collect.n_workers=${JI
 # (+experiment=value_tabletop_perturbed; midpoint_auroc_by_failure_kind in its value_eval.json)
 export EXP_pert=value_tabletop_perturbed EXTRA_pert="$EXTRA_jit"
 CMP="stages=[rvq_compare] eval.n_episodes=${CMP_EPISODES:-15} rvq_compare.flow_policy=$R/pi05_small-flow
-rvq_compare.thresholds=${CMP_THRESHOLDS:-[2.0,3.0]} rvq_compare.monitors=${CMP_MONITORS:-[]}"
+rvq_compare.thresholds=${CMP_THRESHOLDS:-[2.0,3.0]} rvq_compare.monitors=${CMP_MONITORS:-[]}
+rvq_compare.expected_modes=${CMP_EXPECTED:-[]}"
 export EXTRA_cmp="$CMP policy.path=$R/rvq_policy_small-rvq" WAIT_cmp="$R/rvq_policy_small-rvq.rc $R/pi05_small-flow.rc"
 export EXTRA_cmpbb="$CMP policy.path=$R/rvq_policy_small-bb" WAIT_cmpbb="$R/rvq_policy_small-bb.rc $R/pi05_small-flow.rc"
 bash benchmarks/device/tabletop_spatial_gpu.sh "[0,1]" 00:02:00:00 99999

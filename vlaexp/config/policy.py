@@ -245,14 +245,17 @@ class RVQPolicyConfig(Pi05Config):
     ``tokenizer/tokenizer.pt`` (a run that fits the tokenizer before `train` fills it in);
     ``rvq``: the run's `tokenizer` group (``${tokenizer}``), which that checkpoint must match;
     ``decoding``: ``dense`` (every layer), ``coarse`` (the first ``draft_layers``) or
-    ``adaptive`` (draft, then refine where ``rvq.monitor`` says so); ``backbone``: a Pi0.5
-    checkpoint (ours or LeRobot's layout) whose vision tower, VLM and expert start the
-    backbone (its flow-matching heads are left out); freeze it with ``train_expert_only`` /
-    ``freeze_vision_encoder`` or LoRA as for Pi0.5."""
+    ``adaptive`` (draft, then refine where ``rvq.monitor`` says so); ``code_decoding``: each
+    layer's most likely code (``argmax``) or its expected codebook vector under the predicted
+    distribution (``expected``: uncertain layers hedge toward the codebook's mean);
+    ``backbone``: a Pi0.5 checkpoint (ours or LeRobot's layout) whose vision tower, VLM and
+    expert start the backbone (its flow-matching heads are left out); freeze it with
+    ``train_expert_only`` / ``freeze_vision_encoder`` or LoRA as for Pi0.5."""
 
     type: str = "rvq_policy"
     action_tokenizer: Any = None
     rvq: Any = None
     decoding: str = "adaptive"
+    code_decoding: str = "argmax"
     draft_layers: int = 2
     backbone: Any = None

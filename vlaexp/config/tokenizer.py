@@ -148,3 +148,6 @@ class RVQCompareConfig:
     # {kind: gripper_distance, threshold: 0.05}) over tokenizer.monitor's, labelled
     # adaptive_<kind>_<threshold>
     monitors: list[dict[str, Any]] = field(default_factory=list)
+    # more rows after those: each of these decodings again with policy.code_decoding=expected
+    # (each layer's expected codebook vector, not its most likely code), labelled <mode>_expected
+    expected_modes: list[str] = field(default_factory=list)

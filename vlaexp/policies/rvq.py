@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 TOKENIZER_FILE = "tokenizer.pt"
 DECODINGS = ("dense", "coarse", "adaptive")
+CODE_DECODINGS = ("argmax", "expected")  # policy.code_decoding
 # The flow-matching heads of a Pi0.5 checkpoint: not part of the backbone.
 FLOW_HEADS = ("action_in_proj.", "action_out_proj.", "time_mlp_in.", "time_mlp_out.")
 
@@ -160,13 +161,13 @@ class RVQGraphs:
         self.refine = None
         if draft < policy.n_layers:
             drafted = self.draft.output[0]
-            self.refine = CapturedCall(
-                lambda: policy._decode_layers(cached, drafted, policy.n_layers, []),
-                (),
-                policy.autocast,
-                policy,
-                pool,
-            )
+
+            def refine_pass() -> tuple[torch.Tensor, torch.Tensor]:
+                logits: list[torch.Tensor] = []
+                codes = policy._decode_layers(cached, drafted, policy.n_layers, logits)
+                return codes, torch.stack(logits, dim=1)
+
+            self.refine = CapturedCall(refine_pass, (), policy.autocast, policy, pool)
 
 
 class RVQPolicy(Pi05Policy):
@@ -181,6 +182,11 @@ class RVQPolicy(Pi05Policy):
         if config.decoding not in DECODINGS:
             raise ConfigError(
                 f"policy.decoding must be one of {list(DECODINGS)}, got '{config.decoding}'"
+            )
+        if config.code_decoding not in CODE_DECODINGS:
+            raise ConfigError(
+                f"policy.code_decoding must be one of {list(CODE_DECODINGS)}, "
+                f"got '{config.code_decoding}'"
             )
         if config.compile:
             raise ConfigError("policy.compile is not supported by policy=rvq_policy")
@@ -402,6 +408,7 @@ class RVQPolicy(Pi05Policy):
     @torch.no_grad()
     def predict_codes(self, batch: dict[str, Any], decoding: str | None = None) -> dict[str, Any]:
         """Codes of a batch's chunks: ``{"codes": long[B, L, S] (first ``layers[i]`` valid),
+        "logits": float[B, L, S, K] (each decoded layer's, the same rows valid),
         "layers": long[B], "draft_logits": float[B, draft, S, K], "refined": bool[B],
         "seconds": {"prefix", "draft", "refine"}}``."""
         decoding = decoding or self.config.decoding
@@ -441,19 +448,26 @@ class RVQPolicy(Pi05Policy):
         layers = torch.full((b,), draft, dtype=torch.long)
         full = torch.zeros(b, self.n_layers, s, dtype=torch.long, device=self.device)
         full[:, :draft] = codes
+        all_logits = draft_logits.new_zeros(b, self.n_layers, s, draft_logits.shape[-1])
+        all_logits[:, :draft] = draft_logits
         if bool(refined.any()):
             idx = refined.nonzero().flatten().to(self.device)
             if graphs is not None:
-                full[idx] = graphs.refine.replay()[idx]
+                refined_codes, refined_logits = graphs.refine.replay()
+                full[idx] = refined_codes[idx]
+                all_logits[idx, draft:] = refined_logits[idx]
             else:
                 sub_cache = [(k[idx], v[idx]) for k, v in cache]
                 sub = (pad_p[idx], sub_cache)
-                full[idx] = self._decode_layers(sub, codes[idx], self.n_layers, [])
+                logits = []
+                full[idx] = self._decode_layers(sub, codes[idx], self.n_layers, logits)
+                all_logits[idx, draft:] = torch.stack(logits, dim=1)
             layers[refined] = self.n_layers
         sync()
         t3 = time.perf_counter()
         return {
             "codes": full,
+            "logits": all_logits,
             "layers": layers,
             "draft_logits": draft_logits,
             "refined": refined,
@@ -464,16 +478,22 @@ class RVQPolicy(Pi05Policy):
     def predict_action_chunk(
         self, batch: dict[str, Any], decoding: str | None = None
     ) -> torch.Tensor:
-        """float[B, chunk, action_dim]: each sample decoded from the layers it was given.
+        """float[B, chunk, action_dim]: each sample decoded from the layers it was given, from
+        their most likely codes or expected codebook vectors (``policy.code_decoding``).
         ``self.last_chunk`` keeps what it cost: layers per sample, refined, seconds."""
         out = self.predict_codes(batch, decoding)
         codes, layers = out["codes"], out["layers"]
         actions = torch.empty(
             codes.shape[0], self.config.chunk_size, self.config.action_dim, device=self.device
         )
+        tok = self.action_tokenizer
         for k in layers.unique().tolist():
             rows = (layers == k).nonzero().flatten().to(self.device)
-            actions[rows] = self.action_tokenizer.decode(codes[rows], n_layers=k).float()
+            if self.config.code_decoding == "expected":
+                probs = out["logits"][rows, :k].float().softmax(-1)
+                actions[rows] = tok.decode_expected(probs, n_layers=k).float()
+            else:
+                actions[rows] = tok.decode(codes[rows], n_layers=k).float()
         self.last_chunk = {k: v for k, v in out.items() if k in ("layers", "refined", "seconds")}
         return self.unnormalize_actions(actions)
 

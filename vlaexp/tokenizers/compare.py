@@ -12,9 +12,12 @@ The monitor of adaptive decoding is this run's ``tokenizer.monitor`` (the policy
 with it, unless overridden here), and ``rvq_compare.thresholds`` adds an adaptive row per
 threshold (``adaptive_t<threshold>``): the trade between success and refined share, from one
 trained policy; ``rvq_compare.monitors`` one per monitor of any kind
-(``adaptive_<kind>_<threshold>``, e.g. the gripper's distance to the object). Latency against
-dense is given per chunk (medians) and per step (means: what the drafts saved). Outputs: ``<run>/rvq_compare/{comparison.json, comparison.md}`` and each
-row's ``eval_info.json`` under ``<run>/rvq_compare/<row>/``.
+(``adaptive_<kind>_<threshold>``, e.g. the gripper's distance to the object), and
+``rvq_compare.expected_modes`` repeats decodings with ``policy.code_decoding=expected``
+(``<mode>_expected``: each layer's expected codebook vector instead of its most likely code).
+Latency against dense is given per chunk (medians) and per step (means: what the drafts
+saved). Outputs: ``<run>/rvq_compare/{comparison.json, comparison.md}`` and each row's
+``eval_info.json`` under ``<run>/rvq_compare/<row>/``.
 """
 
 from __future__ import annotations
@@ -130,6 +133,7 @@ def _evaluate(ctx: RunContext, policy: Any, label: str) -> dict[str, Any]:
         "first_chunk_ms": 1e3 * timer.seconds[0] if timer.seconds else None,
         "refined_share": float(np.mean(timer.refined)) if timer.refined else None,
         "mean_layers": float(np.mean(timer.layers)) if timer.layers else None,
+        "code_decoding": getattr(policy.config, "code_decoding", None),  # RVQ rows only
     }
     log.info("rvq_compare %s: %s", label, row)
     return row
@@ -148,6 +152,11 @@ def compare_stage(ctx: RunContext) -> None:
     if any(float(t) < 0 for t in cfg.rvq_compare.thresholds or []):
         raise ConfigError(f"rvq_compare.thresholds must be >= 0, got {cfg.rvq_compare.thresholds}")
     extra_monitors = monitor_rows(cfg.rvq_compare.get("monitors") or [])
+    expected_modes = list(cfg.rvq_compare.get("expected_modes") or [])
+    if any(m not in DECODINGS for m in expected_modes):
+        raise ConfigError(
+            f"rvq_compare.expected_modes must be a list of {list(DECODINGS)}, got {expected_modes}"
+        )
     path = ctx.artifacts.get("policy") or cfg.policy.path
     if path is None:
         raise ConfigError("rvq_compare needs a trained RVQ policy: run `train` or set policy.path")
@@ -182,6 +191,11 @@ def compare_stage(ctx: RunContext) -> None:
         rows.append(_evaluate(ctx, policy, label))
         rows[-1]["monitor"] = {**monitor, **fields}
     policy.set_monitor(monitor)
+    code_decoding = policy.config.code_decoding
+    for mode in expected_modes:
+        policy.config = replace(policy.config, decoding=mode, code_decoding="expected")
+        rows.append(_evaluate(ctx, policy, f"{mode}_expected"))
+    policy.config = replace(policy.config, code_decoding=code_decoding)
     if cfg.rvq_compare.flow_policy:
         flow = load_pretrained(cfg.rvq_compare.flow_policy, setting="rvq_compare.flow_policy")
         act_like(flow, graphs)
