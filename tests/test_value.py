@@ -107,16 +107,18 @@ def test_metrics_of_a_perfect_and_of_a_shuffled_predictor() -> None:
     assert half["spearman_pooled_successes"] > 0.99 > half["spearman_pooled"]
 
 
+def certain(v: float, n: int = 10) -> torch.Tensor:
+    """Logits float[n, 201] all but certain of value ``v`` at every frame."""
+    lg = torch.full((n, 201), -50.0)
+    lg[:, int(value_to_bin(np.array([v]))[0])] = 50.0
+    return lg
+
+
 def test_midpoint_auroc_over_failures_faulted_by_their_midpoint() -> None:
     # two successes predicted -0.3 at the midpoint; failure A's fault struck before its
     # midpoint and it is predicted low there (-0.8), failure B's came after and it still looks
     # like a success (-0.1): the plain AUROC is 0.5, over faulted failures alone 1.0
-    def const(v: float, n: int = 10) -> torch.Tensor:
-        lg = torch.full((n, 201), -50.0)
-        lg[:, int(value_to_bin(np.array([v]))[0])] = 50.0
-        return lg
-
-    logits = [const(-0.3), const(-0.3), const(-0.8), const(-0.1)]
+    logits = [certain(-0.3), certain(-0.3), certain(-0.8), certain(-0.1)]
     values = [np.linspace(-0.6, 0.0, 10)] * 2 + [np.linspace(-1.0, -0.4, 10)] * 2
     success = [True, True, False, False]
     m = value_metrics(logits, values, success, [None, None, 2, 7])
@@ -141,14 +143,9 @@ def test_midpoint_auroc_by_failure_kind_reports_faults_and_perturbed_episodes_ap
     its own midpoint AUROC against every success, and the kind comes from the outcome record."""
     from vlaexp.value.metrics import failure_kind
 
-    def const(v: float, n: int = 10) -> torch.Tensor:
-        lg = torch.full((n, 201), -50.0)
-        lg[:, int(value_to_bin(np.array([v]))[0])] = 50.0
-        return lg
-
     # successes at -0.3 and -0.2; the perturbed failure looks bad at its midpoint (-0.9), the
     # faulted one still looks like a success (-0.1, its fault comes later)
-    logits = [const(-0.3), const(-0.2), const(-0.9), const(-0.1)]
+    logits = [certain(-0.3), certain(-0.2), certain(-0.9), certain(-0.1)]
     values = [np.linspace(-0.6, 0.0, 10)] * 2 + [np.linspace(-1.0, -0.4, 10)] * 2
     success = [True, True, False, False]
     outcomes = [

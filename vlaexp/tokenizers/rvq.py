@@ -72,18 +72,25 @@ class RVQTokenizer(nn.Module):
                 f"this tokenizer), got {list(actions.shape)}"
             )
 
+    def _depth(self, held: int, n_layers: int | None, what: str) -> int:
+        """The layers to decode: ``n_layers`` (default: all ``held``), within both the
+        tokenizer's layers and the ``held`` layers of ``what`` was given."""
+        layers = self.settings.layers
+        k = held if n_layers is None else n_layers
+        if not 1 <= k <= min(layers, held):
+            raise ValueError(
+                f"cannot decode with {k} layers: the tokenizer has {layers} and the {what} "
+                f"hold {held}"
+            )
+        return k
+
     def _check_codes(self, codes: torch.Tensor, n_layers: int | None) -> int:
         s = self.settings
         if codes.ndim != 3 or codes.shape[2] != s.latent_steps or codes.shape[1] > s.layers:
             raise ValueError(
                 f"codes must be [B, <= {s.layers} layers, {s.latent_steps}], got {list(codes.shape)}"
             )
-        k = codes.shape[1] if n_layers is None else n_layers
-        if not 1 <= k <= min(s.layers, codes.shape[1]):
-            raise ValueError(
-                f"cannot decode with {k} layers: the tokenizer has {s.layers} and the codes "
-                f"hold {codes.shape[1]}"
-            )
+        k = self._depth(codes.shape[1], n_layers, "codes")
         bad = (codes[:, :k] < 0) | (codes[:, :k] >= s.codebook_size)
         if bool(bad.any()):
             raise ValueError(
@@ -157,12 +164,7 @@ class RVQTokenizer(nn.Module):
                 f"probs must be [B, <= {s.layers} layers, {s.latent_steps}, {s.codebook_size}], "
                 f"got {list(probs.shape)}"
             )
-        k = probs.shape[1] if n_layers is None else n_layers
-        if not 1 <= k <= min(s.layers, probs.shape[1]):
-            raise ValueError(
-                f"cannot decode with {k} layers: the tokenizer has {s.layers} and the "
-                f"probabilities hold {probs.shape[1]}"
-            )
+        k = self._depth(probs.shape[1], n_layers, "probabilities")
         p = probs[:, :k].float()
         if bool((p < 0).any()) or not torch.allclose(
             p.sum(-1), torch.ones_like(p[..., 0]), atol=1e-3
