@@ -194,9 +194,10 @@ for p in $POLICIES; do
   # them beside its predictions): those of the dataset its log says it built or reused; then
   # that script's relabelling of its test frames at the horizons GRID_HORIZONS, printed (the
   # shares by outcome, by tenth and, in a jittery mix, by action noise)
-  if test -e $R/$p/advantage.json; then
+  # (a value job without value_advantage, e.g. value_fn_small-pert, returns the records alone)
+  if test -e $R/$p/value_eval.json; then
     cp "$(grep -aoE "(Built|Reusing cached) datasets [^ ]+" $R/$p.log | tail -1 | awk '{print $NF}')/meta/vlaexp_episodes.jsonl" $B/ 2>/dev/null
-    test -e $B/vlaexp_episodes.jsonl && test -e $B/value_predictions.csv && PYTHONPATH=/tmp/site:$PWD python3 \
+    test -e $B/advantage.json && test -e $B/vlaexp_episodes.jsonl && test -e $B/value_predictions.csv && PYTHONPATH=/tmp/site:$PWD python3 \
       experiments/value_function/advantage_breakdown.py $B/value_predictions.csv $B/advantage.json $B/vlaexp_episodes.jsonl \
       --out $B/label_grid --horizon ${GRID_HORIZONS:-5 10 20 50 mc} --fraction 0.3 2>&1 | tail -8
   fi

@@ -94,12 +94,20 @@ class Expert(ABC):
     phase: str = ""
 
     @staticmethod
-    def draws_action_noise(perturbation: Any, seed: int) -> bool:
-        """Whether the episode of ``seed`` gets ``perturbation.action_noise``: with probability
-        ``action_noise_prob``, from a stream of the seed's own (the fault draw is unchanged)."""
+    def check_action_noise(perturbation: Any) -> None:
+        """The expert's action noise settings, checked when an expert is built."""
+        if perturbation.action_noise < 0:
+            raise ValueError(f"action_noise={perturbation.action_noise} must be >= 0")
         prob = float(getattr(perturbation, "action_noise_prob", 1.0))
         if not 0.0 <= prob <= 1.0:
             raise ValueError(f"action_noise_prob={prob} must be in [0, 1]")
+
+    @staticmethod
+    def draws_action_noise(perturbation: Any, seed: int) -> bool:
+        """Whether the episode of ``seed`` gets ``perturbation.action_noise`` (settings checked
+        by :meth:`check_action_noise`): with probability ``action_noise_prob``, from a stream
+        of the seed's own (the fault draw is unchanged)."""
+        prob = float(getattr(perturbation, "action_noise_prob", 1.0))
         if perturbation.action_noise <= 0:
             return False
         return prob >= 1.0 or bool(np.random.default_rng([seed, 5]).random() < prob)

@@ -151,7 +151,6 @@ def compare_stage(ctx: RunContext) -> None:
         raise ConfigError(f"rvq_compare.modes must be a list of {list(DECODINGS)}, got {modes}")
     if any(float(t) < 0 for t in cfg.rvq_compare.thresholds or []):
         raise ConfigError(f"rvq_compare.thresholds must be >= 0, got {cfg.rvq_compare.thresholds}")
-    extra_monitors = monitor_rows(cfg.rvq_compare.get("monitors") or [])
     expected_modes = list(cfg.rvq_compare.get("expected_modes") or [])
     if any(m not in DECODINGS for m in expected_modes):
         raise ConfigError(
@@ -175,6 +174,13 @@ def compare_stage(ctx: RunContext) -> None:
         else dataclasses.asdict(policy.monitor_config)
     )
     policy.set_monitor(monitor)
+    # the adaptive rows beyond `modes`: thresholds of the run's monitor kind, then monitors
+    # of any kind (each checked before any row runs)
+    extra = [
+        (f"adaptive_t{float(t):g}", {"kind": monitor["kind"], "threshold": float(t)})
+        for t in cfg.rvq_compare.thresholds or []
+    ]
+    extra += monitor_rows(cfg.rvq_compare.get("monitors") or [])
     rows = []
     for mode in modes:
         policy.config = replace(policy.config, decoding=mode)
@@ -182,14 +188,11 @@ def compare_stage(ctx: RunContext) -> None:
         if mode == "adaptive":
             rows[-1]["threshold"] = monitor["threshold"]
     policy.config = replace(policy.config, decoding="adaptive")
-    for threshold in cfg.rvq_compare.thresholds or []:
-        policy.set_monitor({**monitor, "threshold": float(threshold)})
-        rows.append(_evaluate(ctx, policy, f"adaptive_t{float(threshold):g}"))
-        rows[-1]["threshold"] = float(threshold)
-    for label, fields in extra_monitors:
+    for label, fields in extra:
         policy.set_monitor({**monitor, **fields})
         rows.append(_evaluate(ctx, policy, label))
         rows[-1]["monitor"] = {**monitor, **fields}
+        rows[-1]["threshold"] = float(fields["threshold"])
     policy.set_monitor(monitor)
     code_decoding = policy.config.code_decoding
     for mode in expected_modes:

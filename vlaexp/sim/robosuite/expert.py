@@ -73,10 +73,7 @@ class RobosuiteExpert(Expert):
     def __init__(self, env: RobosuiteEnv, perturbation: PerturbationConfig | None = None) -> None:
         self.env = env
         self.cfg = perturbation if perturbation is not None else env.perturbation
-        if self.cfg.action_noise < 0:
-            raise ValueError(f"action_noise={self.cfg.action_noise} must be >= 0")
-        if not 0.0 <= self.cfg.action_noise_prob <= 1.0:
-            raise ValueError(f"action_noise_prob={self.cfg.action_noise_prob} must be in [0, 1]")
+        self.check_action_noise(self.cfg)
         self.fault = "none"
         self.fault_step: int | None = None
         self._object = env.task.target

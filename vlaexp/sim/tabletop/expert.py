@@ -39,10 +39,7 @@ class TabletopExpert(Expert):
     def __init__(self, env: TabletopEnv, perturbation: PerturbationConfig | None = None) -> None:
         self.env = env
         self.cfg = perturbation if perturbation is not None else env.perturbation
-        if self.cfg.action_noise < 0:
-            raise ValueError(f"action_noise={self.cfg.action_noise} must be >= 0")
-        if not 0.0 <= self.cfg.action_noise_prob <= 1.0:
-            raise ValueError(f"action_noise_prob={self.cfg.action_noise_prob} must be in [0, 1]")
+        self.check_action_noise(self.cfg)
         if not 0.0 <= self.cfg.fault_prob <= 1.0:
             raise ValueError(f"fault_prob={self.cfg.fault_prob} must be in [0, 1]")
         self.fault = "none"
