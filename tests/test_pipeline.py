@@ -420,3 +420,45 @@ def test_collect_records_which_episodes_got_the_action_noise(tmp_path) -> None:
         else:
             n = min(len(mine), len(ref))
             assert np.abs(mine[:n] - ref[:n]).max() > 0.05
+
+
+def test_nested_and_missing_metrics_reach_the_summary_and_the_loggers(tmp_path: Path) -> None:
+    """value_eval's AUROC per failure kind is a dict, and a test split without failures has
+    no AUROC (None): the report stage once crashed on both after a GPU run's evaluation."""
+    from lightning.pytorch.loggers import CSVLogger
+    from omegaconf import OmegaConf
+
+    from vlaexp.pipeline.context import RunContext
+    from vlaexp.pipeline.report import report_stage
+
+    cfg = OmegaConf.create(
+        {"name": "x", "seed": 0, "policy": {"name": "p"}, "task_suite": {"name": "t"}}
+        | {"camera": {"name": "c"}}
+    )
+    ctx = RunContext(cfg=cfg, run_dir=tmp_path / "run", _loggers=[CSVLogger(tmp_path, "csv")])
+    ctx.run_dir.mkdir()
+    ctx.log_metrics(
+        {
+            "value_eval/midpoint_auroc": None,
+            "value_eval/by_kind": {"fault": {"failures": 8, "auroc": 0.425}, "noise": {}},
+            "value_eval/top1": 0.0649,
+        }
+    )
+    ctx.loggers[0].save()
+    report_stage(ctx)
+    summary = json.loads((ctx.run_dir / "summary.json").read_text())["metrics"]
+    assert summary == {
+        "value_eval/by_kind/fault/auroc": 0.425,
+        "value_eval/by_kind/fault/failures": 8,
+        "value_eval/midpoint_auroc": None,
+        "value_eval/top1": 0.0649,
+    }
+    table = (ctx.run_dir / "summary.md").read_text()
+    assert "| value_eval/by_kind/fault/auroc | 0.425 |" in table
+    assert "| value_eval/midpoint_auroc | None |" in table
+    with open(next(tmp_path.glob("csv/**/metrics.csv"))) as f:
+        logged = next(csv.DictReader(f))
+    assert (
+        logged["value_eval/by_kind/fault/failures"] == "8"
+        and "value_eval/midpoint_auroc" not in logged
+    )

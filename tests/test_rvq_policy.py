@@ -346,15 +346,19 @@ def test_rvq_experiment_fits_trains_and_compares_decodings(tmp_path) -> None:
     # 10 steps, a chunk every 5 actions: 2 chunks per mode
     assert all(r["chunks"] == 2 and r["chunk_ms_median"] > 0 for r in rows.values())
     # the comparison's monitor is its run's, not the one saved with the policy: the same
-    # policy compared again at threshold 100 refines nothing in its adaptive row
+    # policy compared again at threshold 100 refines nothing in its adaptive row. Its flow
+    # row's path holds no policy: that row fails, after the RVQ rows' table is written
     out = run(
         "again",
         "tokenizer.monitor.threshold=100.0",
         "stages=[rvq_compare]",
         f"policy.path={tmp_path / 'run'}",
+        f"rvq_compare.flow_policy={tmp_path / 'run' / 'tokenizer'}",
     )
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode != 0 and "rvq_compare.flow_policy" in out.stderr, out.stderr[-3000:]
     again = json.loads((tmp_path / "again" / "rvq_compare" / "comparison.json").read_text())
+    assert [r["decoding"] for r in again["rows"]] == ["dense", "coarse", "adaptive"]
+    assert "| adaptive | " in (tmp_path / "again" / "rvq_compare" / "comparison.md").read_text()
     assert again["monitor"]["threshold"] == 100.0
     assert next(r for r in again["rows"] if r["decoding"] == "adaptive")["refined_share"] == 0.0
     saved = json.loads(

@@ -325,6 +325,10 @@ def test_refinement_monitors_decide_per_sample() -> None:
         "observation.object_position": torch.tensor([[0.0, 0.03, 0.1], [0.0, 0.0, 0.1]]),
     }
     assert distance.should_refine(observation=obs).tolist() == [True, False]
+    # the state on the policy's device, the object's position on the CPU where the simulator
+    # put it (the GPU comparison's crash; "meta" stands in for the GPU here)
+    on_device = {**obs, "observation.state": obs["observation.state"].to("meta")}
+    assert distance.should_refine(observation=on_device).device.type == "meta"
     with pytest.raises(ConfigError, match=r"object_key='observation\.object_position'"):
         distance.should_refine(observation={"observation.state": obs["observation.state"]})
     with pytest.raises(ConfigError, match="Valid choices: action_variance, entropy"):

@@ -45,6 +45,10 @@ B=${BB_STEPS:-2000}
 export EXTRA_bb="stages=[collect,train] policy.backbone=$R/pi05_small-flow/checkpoints/last/pretrained_model \
 policy.action_tokenizer=$TOK trainer.max_steps=$B policy.scheduler.decay_steps=$B policy.optimizer.lr=${BB_LR:-1e-4}"
 export WAIT_bb="$R/pi05_small-flow.rc $TOK/tokenizer/tokenizer.pt"
+# rvq_policy_small-bbhi: the same fine-tune at BBHI_LR (default 3e-4): the code head starts
+# from random weights, and at 1e-4 its layer-1 accuracy was still rising at the end
+export EXP_bbhi=rvq_policy_tabletop_spatial WAIT_bbhi="$WAIT_bb" EXP_cmpbbhi=rvq_policy_tabletop_spatial
+export EXTRA_bbhi="$EXTRA_bb policy.optimizer.lr=${BBHI_LR:-3e-4}"
 # value_fn_small-jit (issue 7's question for the next RECAP run, on a card the jobs above leave
 # idle): the value function and Monte-Carlo advantages on advantage_tabletop_jitter's clean and
 # jittery demos (recorded in the job, beside the training), positive_by_action_noise in its
@@ -59,8 +63,9 @@ rvq_compare.thresholds=${CMP_THRESHOLDS:-[2.0,3.0]} rvq_compare.monitors=${CMP_M
 rvq_compare.expected_modes=${CMP_EXPECTED:-[]}"
 export EXTRA_cmp="$CMP policy.path=$R/rvq_policy_small-rvq" WAIT_cmp="$R/rvq_policy_small-rvq.rc $R/pi05_small-flow.rc"
 export EXTRA_cmpbb="$CMP policy.path=$R/rvq_policy_small-bb" WAIT_cmpbb="$R/rvq_policy_small-bb.rc $R/pi05_small-flow.rc"
+export EXTRA_cmpbbhi="$CMP policy.path=$R/rvq_policy_small-bbhi" WAIT_cmpbbhi="$R/rvq_policy_small-bbhi.rc $R/pi05_small-flow.rc"
 bash benchmarks/device/tabletop_spatial_gpu.sh "[0,1]" 00:02:00:00 99999
-for p in rvq_policy_small-cmp rvq_policy_small-cmpbb; do
+for p in rvq_policy_small-cmp rvq_policy_small-cmpbb rvq_policy_small-cmpbbhi; do
   cat $R/$p/rvq_compare/comparison.md 2>/dev/null
 done
 ALL=1; for p in $POLICIES; do test -e $R/$p.rc || ALL=0; done

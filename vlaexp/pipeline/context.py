@@ -34,8 +34,23 @@ class RunContext:
             (lg.experiment for lg in self.loggers if type(lg).__name__ == "WandbLogger"), None
         )
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        """Record metrics in the run summary and send them to every logger."""
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        """Record metrics in the run summary and send them to every logger. A nested dict
+        (e.g. value_eval's AUROC per failure kind) becomes one flat name per leaf
+        (``a/b/c``); a value that is None (a metric its data could not give) stays in the
+        summary but is not sent to the loggers."""
+        metrics = flat_metrics(metrics)
         self.metrics.update(metrics)
+        scalars = {k: v for k, v in metrics.items() if v is not None}
         for logger in self.loggers:
-            logger.log_metrics(metrics, step=step)
+            logger.log_metrics(scalars, step=step)
+
+
+def flat_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in metrics.items():
+        if isinstance(v, dict):
+            out.update(flat_metrics(v, f"{prefix}{k}/"))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import numbers
 
 from vlaexp.pipeline.context import RunContext
 
@@ -24,8 +25,16 @@ def report_stage(ctx: RunContext) -> None:
         "",
         "| metric | value |",
         "|---|---|",
-        *[f"| {k} | {v:.4g} |" for k, v in summary["metrics"].items()],
+        *[f"| {k} | {_cell(v)} |" for k, v in summary["metrics"].items()],
         "",
         *[f"- {k}: `{v}`" for k, v in summary["artifacts"].items()],
     ]
     (ctx.run_dir / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+def _cell(value: object) -> str:
+    """A number to 4 significant digits; anything else (None: a metric the run's data could
+    not give) as it prints."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return f"{value:.4g}"
+    return str(value)

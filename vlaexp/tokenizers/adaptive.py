@@ -102,7 +102,10 @@ class GripperDistanceMonitor(RefinementMonitor):
                     "positions"
                 )
         gripper = torch.as_tensor(observation[self.gripper_key]).float()[..., :3]
-        target = torch.as_tensor(observation[self.object_key]).float()[..., :3]
+        # the state is a policy input and reaches the policy's device; the object's position
+        # is not, and stays where the simulator put it (on the CPU)
+        target = torch.as_tensor(observation[self.object_key], device=gripper.device)
+        target = target.float()[..., :3]
         return (gripper - target).norm(dim=-1).reshape(-1) < self.threshold
 
 

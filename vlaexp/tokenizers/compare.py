@@ -181,37 +181,8 @@ def compare_stage(ctx: RunContext) -> None:
         for t in cfg.rvq_compare.thresholds or []
     ]
     extra += monitor_rows(cfg.rvq_compare.get("monitors") or [])
-    rows = []
-    for mode in modes:
-        policy.config = replace(policy.config, decoding=mode)
-        rows.append(_evaluate(ctx, policy, mode))
-        if mode == "adaptive":
-            rows[-1]["threshold"] = monitor["threshold"]
-    policy.config = replace(policy.config, decoding="adaptive")
-    for label, fields in extra:
-        policy.set_monitor({**monitor, **fields})
-        rows.append(_evaluate(ctx, policy, label))
-        rows[-1]["monitor"] = {**monitor, **fields}
-        rows[-1]["threshold"] = float(fields["threshold"])
-    policy.set_monitor(monitor)
-    code_decoding = policy.config.code_decoding
-    for mode in expected_modes:
-        policy.config = replace(policy.config, decoding=mode, code_decoding="expected")
-        rows.append(_evaluate(ctx, policy, f"{mode}_expected"))
-    policy.config = replace(policy.config, code_decoding=code_decoding)
-    if cfg.rvq_compare.flow_policy:
-        flow = load_pretrained(cfg.rvq_compare.flow_policy, setting="rvq_compare.flow_policy")
-        act_like(flow, graphs)
-        rows.append(_evaluate(ctx, flow.to(device), f"flow_{flow.config.type}"))
-    dense = next((r for r in rows if r["decoding"] == "dense"), None)
-    for r in rows:
-        if dense and dense["chunk_ms_median"]:
-            r["latency_vs_dense"] = r["chunk_ms_median"] / dense["chunk_ms_median"]
-            r["success_vs_dense_points"] = r["pc_success"] - dense["pc_success"]
-        # the mean over steps: an adaptive row's median chunk is a refined one as soon as it
-        # refines over half of them, so the chunk ratio hides what the drafts saved
-        if dense and dense["policy_ms_per_step"] and r["policy_ms_per_step"] is not None:
-            r["step_latency_vs_dense"] = r["policy_ms_per_step"] / dense["policy_ms_per_step"]
+    out = ctx.run_dir / OUT_DIR
+    out.mkdir(parents=True, exist_ok=True)
     result = {
         "policy": str(path),
         "flow_policy": None
@@ -219,11 +190,37 @@ def compare_stage(ctx: RunContext) -> None:
         else str(cfg.rvq_compare.flow_policy),
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "monitor": monitor,
-        "rows": rows,
+        "rows": [],
     }
-    out = ctx.run_dir / OUT_DIR
-    (out / "comparison.json").write_text(json.dumps(result, indent=1))
-    (out / "comparison.md").write_text(comparison_markdown(result))
+    rows = result["rows"]
+
+    def add(row: dict[str, Any], **fields: Any) -> None:
+        # the table is written again after every row: a crash in a later row (or a machine
+        # taken back mid-run) keeps the rows before it
+        rows.append({**row, **fields})
+        with_ratios_to_dense(rows)
+        (out / "comparison.json").write_text(json.dumps(result, indent=1))
+        (out / "comparison.md").write_text(comparison_markdown(result))
+
+    for mode in modes:
+        policy.config = replace(policy.config, decoding=mode)
+        extra_fields = {"threshold": monitor["threshold"]} if mode == "adaptive" else {}
+        add(_evaluate(ctx, policy, mode), **extra_fields)
+    policy.config = replace(policy.config, decoding="adaptive")
+    for label, fields in extra:
+        policy.set_monitor({**monitor, **fields})
+        row = _evaluate(ctx, policy, label)
+        add(row, monitor={**monitor, **fields}, threshold=float(fields["threshold"]))
+    policy.set_monitor(monitor)
+    code_decoding = policy.config.code_decoding
+    for mode in expected_modes:
+        policy.config = replace(policy.config, decoding=mode, code_decoding="expected")
+        add(_evaluate(ctx, policy, f"{mode}_expected"))
+    policy.config = replace(policy.config, code_decoding=code_decoding)
+    if cfg.rvq_compare.flow_policy:
+        flow = load_pretrained(cfg.rvq_compare.flow_policy, setting="rvq_compare.flow_policy")
+        act_like(flow, graphs)
+        add(_evaluate(ctx, flow.to(device), f"flow_{flow.config.type}"))
     ctx.log_metrics(
         {f"rvq_compare/{r['decoding']}/pc_success": r["pc_success"] for r in rows}
         | {
@@ -233,6 +230,19 @@ def compare_stage(ctx: RunContext) -> None:
         }
     )
     log.info("RVQ decoding comparison in %s", out / "comparison.md")
+
+
+def with_ratios_to_dense(rows: list[dict[str, Any]]) -> None:
+    """Each row's latency and success against the dense row's, once there is one."""
+    dense = next((r for r in rows if r["decoding"] == "dense"), None)
+    for r in rows:
+        if dense and dense["chunk_ms_median"]:
+            r["latency_vs_dense"] = r["chunk_ms_median"] / dense["chunk_ms_median"]
+            r["success_vs_dense_points"] = r["pc_success"] - dense["pc_success"]
+        # the mean over steps: an adaptive row's median chunk is a refined one as soon as it
+        # refines over half of them, so the chunk ratio hides what the drafts saved
+        if dense and dense["policy_ms_per_step"] and r["policy_ms_per_step"] is not None:
+            r["step_latency_vs_dense"] = r["policy_ms_per_step"] / dense["policy_ms_per_step"]
 
 
 def monitor_rows(entries: Any) -> list[tuple[str, dict[str, Any]]]:
