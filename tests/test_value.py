@@ -163,9 +163,15 @@ def test_midpoint_auroc_by_failure_kind_reports_faults_and_perturbed_episodes_ap
     m = value_metrics(logits, values, success, None, kinds)
     assert m["midpoint_auroc"] == pytest.approx(0.5)
     assert m["midpoint_auroc_by_failure_kind"] == {
-        "action_noise": {"failures": 1, "auroc": pytest.approx(1.0)},
-        "fault": {"failures": 1, "auroc": pytest.approx(0.0)},
+        "action_noise": {"failures": 1, "auroc": pytest.approx(1.0), "auroc_labels": 1.0},
+        "fault": {"failures": 1, "auroc": pytest.approx(0.0), "auroc_labels": 1.0},
     }
+    # a failure whose true midpoint value is above both successes': its kind's labels score 0
+    late = [*values[:3], np.linspace(-0.2, 0.0, 10)]
+    by_kind = value_metrics(logits, late, success, None, kinds)["midpoint_auroc_by_failure_kind"]
+    assert (
+        by_kind["fault"]["auroc_labels"] == 0.0 and by_kind["action_noise"]["auroc_labels"] == 1.0
+    )
     assert "midpoint_auroc_by_failure_kind" not in value_metrics(logits, values, success)
 
 
@@ -384,6 +390,16 @@ def test_advantage_breakdown_splits_a_jittery_mix_by_action_noise() -> None:
     positive = {0: np.array([1, 1, 0, 0]), 1: np.array([0, 0, 0, 1, 0, 0]), 2: np.array([1, 0])}
     records = {0: {"expert_action_noise": 0.0}, 1: {"expert_action_noise": 0.1}, 2: {}}
     success = dict.fromkeys(positive, True)
-    row = breakdown({}, positive, records, success, dict.fromkeys(positive))
+    advantages = {
+        0: np.array([0.1, 0.1, 0.0, 0.0]),
+        1: np.array([-0.3, 0.3, 0, 1, 0, -1]),
+        2: [9.0],
+    }
+    row = breakdown(advantages, positive, records, success, dict.fromkeys(positive))
     # episode 2 has no noise on record: left out of the split, not counted as clean
     assert row["by_action_noise"] == {"0.0": 0.5, "0.1": pytest.approx(1 / 6)}
+    # the jittery episode's advantages: mean 0, spread wider than the clean one's
+    clean, jittery = row["advantage_by_action_noise"].values()
+    assert clean == {"frames": 4, "mean": pytest.approx(0.05), "std": pytest.approx(0.05)}
+    assert jittery["frames"] == 6 and jittery["mean"] == pytest.approx(0.0)
+    assert jittery["std"] == pytest.approx(np.std([-0.3, 0.3, 0, 1, 0, -1]))

@@ -46,6 +46,7 @@ from vlaexp.value.advantage import (
 def breakdown(advantages, positive, records, success, fault) -> dict:
     """The shares of one labelling of the test frames."""
     kinds: dict[str, list[np.ndarray]] = defaultdict(list)
+    noise = {ep: records[ep].get("expert_action_noise") for ep in positive}
     for ep, pos in positive.items():
         if fault[ep] is not None:
             kinds[records[ep]["expert_fault"]].append(pos[fault[ep] :])
@@ -63,10 +64,24 @@ def breakdown(advantages, positive, records, success, fault) -> dict:
         "all_positive_by_tenth": positive_by_progress(positive, dict.fromkeys(positive, True)),
         # by the std of the noise each episode's recorded actions got (a jittery mix,
         # task_suite.perturbation.action_noise_prob; empty for records without the field)
-        "by_action_noise": positive_by_group(
-            positive, {ep: records[ep].get("expert_action_noise") for ep in positive}
-        ),
+        "by_action_noise": positive_by_group(positive, noise),
+        # and the advantages themselves per noise group: a quota drawn from the top of the
+        # pooled frames favours the group whose advantages spread wider, whatever their means
+        "advantage_by_action_noise": advantage_by_group(advantages, noise),
     }
+
+
+def advantage_by_group(advantages, groups) -> dict[str, dict]:
+    """Per group (episodes mapped to None left out): frames, mean and std of the advantages."""
+    frames: dict = defaultdict(list)
+    for ep, adv in advantages.items():
+        if groups.get(ep) is not None:
+            frames[groups[ep]].append(np.asarray(adv, dtype=float))
+    out = {}
+    for g in sorted(frames):
+        a = np.concatenate(frames[g])
+        out[str(g)] = {"frames": len(a), "mean": float(a.mean()), "std": float(a.std())}
+    return out
 
 
 def tenths(values: list) -> str:
@@ -129,8 +144,9 @@ def main() -> None:
         "",
         "| horizon | positive share set | successes | failures before fault | after fault | "
         + " | ".join(f"after a {k} fault" for k in kinds)
-        + " | successes, by tenth of the episode | every episode, by tenth | by action noise |",
-        "|---" * (8 + len(kinds)) + "|",
+        + " | successes, by tenth of the episode | every episode, by tenth | by action noise "
+        + "| advantage by action noise (mean, std) |",
+        "|---" * (9 + len(kinds)) + "|",
     ]
     for r in rows:
         sh, by_kind = r["shares"], r["after_fault_by_kind"]
@@ -145,6 +161,11 @@ def main() -> None:
             tenths(r["success_positive_by_tenth"]),
             tenths(r["all_positive_by_tenth"]),
             ", ".join(f"{k}: {v:.3f}" for k, v in r["by_action_noise"].items()) or "-",
+            ", ".join(
+                f"{k}: {v['mean']:+.4f}, {v['std']:.4f}"
+                for k, v in r["advantage_by_action_noise"].items()
+            )
+            or "-",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from vlaexp.data.episodes import fault_frame
-from vlaexp.value.metrics import ranking_metrics
+from vlaexp.value.metrics import failure_kind, ranking_metrics
 
 COLUMNS = (
     "spearman_median",
@@ -88,11 +88,23 @@ def run_metrics(run: Path, records: dict[int, dict]) -> dict[str, float]:
         [true for true, _, _ in episodes.values()],
         [ok for _, _, ok in episodes.values()],
         [fault_frame(records[e]) for e in episodes],
+        [
+            failure_kind(
+                {
+                    "success": ok,
+                    "fault_frame": fault_frame(records[e]),
+                    "action_noise": records[e].get("expert_action_noise"),
+                }
+            )
+            for e, (_, _, ok) in episodes.items()
+        ],
     )
     if logged.is_file():  # the same figures as value_eval wrote, where it computed them
         old = json.loads(logged.read_text())
         for key, value in metrics.items():
-            if key in old and not math.isnan(old[key]) and abs(old[key] - value) > 2e-3:
+            if not isinstance(value, float) or not isinstance(old.get(key), float):
+                continue  # counts, and the per-kind AUROC (checked through its parts above)
+            if not math.isnan(old[key]) and abs(old[key] - value) > 2e-3:
                 raise SystemExit(
                     f"{run}: {key} {value:.4f} differs from value_eval's {old[key]:.4f}"
                 )
@@ -111,6 +123,25 @@ def main() -> None:
     for run, m in results.items():
         cells = [f"{m[c]:.3f}" if isinstance(m[c], float) else str(m[c]) for c in COLUMNS]
         lines.append(f"| {run} | " + " | ".join(cells) + " |")
+    # the midpoint AUROC by failure kind (a mix of faults and perturbed episodes), the
+    # predicted values' and the true values' (the kind's ceiling)
+    kinds = sorted({k for m in results.values() for k in m["midpoint_auroc_by_failure_kind"]})
+    if kinds:
+        lines += [
+            "",
+            "| run | " + " | ".join(f"{k}: failures, AUROC, labels' AUROC" for k in kinds),
+        ]
+        lines[-1] += " |"
+        lines.append("|---" * (len(kinds) + 1) + "|")
+        for run, m in results.items():
+            by = m["midpoint_auroc_by_failure_kind"]
+            cells = [
+                f"{by[k]['failures']}, {by[k]['auroc']:.3f}, {by[k]['auroc_labels']:.3f}"
+                if k in by
+                else "-"
+                for k in kinds
+            ]
+            lines.append(f"| {run} | " + " | ".join(cells) + " |")
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=2))
     print("\n".join(lines))

@@ -67,7 +67,7 @@ def ranking_metrics(
     ``failure_kinds`` (per episode, what made a failure: :func:`failure_kind`) adds
     ``midpoint_auroc_by_failure_kind``: per kind, its failures' count and the midpoint AUROC of
     every success against those failures alone (a mix of scripted faults and episodes perturbed
-    throughout reports each apart)."""
+    throughout reports each apart), of the predicted values and of the true ones."""
     from torchmetrics.functional.classification import binary_auroc
 
     def auroc(scores: list[float], labels: list[int]) -> float:
@@ -113,6 +113,8 @@ def ranking_metrics(
             by_kind[kind] = {
                 "failures": sum(1 for i in keep if not labels[i]),
                 "auroc": auroc([mids[i] for i in keep], [labels[i] for i in keep]),
+                # the kind's ceiling: the true values' AUROC (as midpoint_auroc_labels)
+                "auroc_labels": auroc([true_mids[i] for i in keep], [labels[i] for i in keep]),
             }
         out["midpoint_auroc_by_failure_kind"] = by_kind
     return out
