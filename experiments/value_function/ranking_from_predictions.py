@@ -102,8 +102,8 @@ def run_metrics(run: Path, records: dict[int, dict]) -> dict[str, float]:
     if logged.is_file():  # the same figures as value_eval wrote, where it computed them
         old = json.loads(logged.read_text())
         for key, value in metrics.items():
-            if not isinstance(value, float) or not isinstance(old.get(key), float):
-                continue  # counts, and the per-kind AUROC (checked through its parts above)
+            if not isinstance(value, (int, float)) or not isinstance(old.get(key), (int, float)):
+                continue  # the per-kind dict, or a figure value_eval did not write
             if not math.isnan(old[key]) and abs(old[key] - value) > 2e-3:
                 raise SystemExit(
                     f"{run}: {key} {value:.4f} differs from value_eval's {old[key]:.4f}"
