@@ -384,6 +384,14 @@ def test_train_stage_fits_a_value_fn_value_eval_and_value_advantage(
     positive = bool(item["advantage_positive"])
     assert positive == (float(item["advantage"]) >= summary["thresholds"][task])
 
+    # the run's summary takes value_eval's metrics as they come (a per-kind dict, a nan
+    # AUROC): a GPU run's report stage once crashed on them after every value file was written
+    get_stage("report")(ctx)
+    report = json.loads((ctx.run_dir / "summary.json").read_text())["metrics"]
+    assert report["value_eval/mae"] == result["mae"]
+    assert not any(isinstance(v, dict) for v in report.values())
+    assert "| value_eval/mae |" in (ctx.run_dir / "summary.md").read_text()
+
     # an advantage-conditioned Pi0.5 trains on that dataset from the entry point's stages
     pi05 = resolved_run_config(
         [
