@@ -27,10 +27,10 @@
 # comparison 110 s (20 episodes a row, six rows); 60 episodes a row took 5.2 min on the warm
 # machine (experiments/rvq_adaptive). Everything in three calls, 1,287 s held.
 # Measured (4x H200, fifth session: the eight jobs of experiments/rvq_adaptive's command, the
-# two value jobs on their own cards): recording + install 228 s, the flow Pi0.5 ~11 min with its
-# setup, bb and bbhi's 3,000 steps 8.3 min each side by side, each value job ~14 min with its
-# own recording; the comparisons began 1,400 s in (three calls, 1,563 s held: plan at most
-# 20 episodes a row, or start the flow job alone first).
+# two value jobs on their own cards): recording + install 228 s, the flow Pi0.5 10.4 min with
+# its setup, bb and bbhi's 3,000 steps 8.3 min each side by side, the value jobs 12.5 and
+# 13.8 min with their own recordings; the comparisons began ~1,400 s in (three calls, 1,563 s
+# held: plan at most 20 episodes a row there).
 # Timings to plan with (H100 x4, 2026-11-27, beside the RECAP jobs): the recording ~7 min
 # (shared), the flow Pi0.5 13.7 min for 5,000 steps, the RVQ policy's tokenizer fit 1.7 min
 # then 12.7 min for 4,000 steps, the comparison at 5 seeds a task 93 s.
