@@ -50,3 +50,18 @@ def test_cuda_graph_decoding_equals_eager_decoding(tmp_path) -> None:
     assert (policy.predict_codes(batch, "coarse")["codes"][:, 0] == 0).all()
     policy.predict_codes(batch_on_cuda(2), "coarse")
     assert policy._graphs[2] is not graphs  # another batch size: captured anew
+
+
+def test_gripper_distance_monitor_reads_a_cpu_object_position(tmp_path) -> None:
+    """The state is on the GPU, the object's position where the simulator put it (the CPU): the
+    fifth GPU session's comparison crashed its gripper-distance row on exactly that."""
+    torch.manual_seed(0)
+    policy = rvq_policy(fitted_tokenizer(tmp_path)).cuda().eval()
+    policy.config.cuda_graphs = False
+    batch = batch_on_cuda(2)
+    gripper = batch["observation.state"][:, :3].cpu()
+    # sample 0 sits on the object, sample 1 a metre away
+    batch["observation.object_position"] = torch.stack([gripper[0], gripper[1] + 1.0])
+    policy.set_monitor({"kind": "gripper_distance", "threshold": 0.05})
+    out = policy.predict_codes(batch, "adaptive")
+    assert out["layers"].tolist() == [policy.n_layers, 2]
