@@ -93,6 +93,12 @@ class Expert(ABC):
 
     phase: str = ""
 
+    def info(self) -> dict[str, Any]:
+        """What was injected this episode: ``fault`` (None for an expert without faults),
+        ``fault_step`` (the step it took effect; None if it never did) and ``action_noise``
+        (the std of the noise its actions got; None for an expert that does not say)."""
+        return {"fault": None, "fault_step": None, "action_noise": None}
+
     @staticmethod
     def check_action_noise(perturbation: Any) -> None:
         """The expert's action noise settings, checked when an expert is built."""

@@ -117,14 +117,8 @@ class _EnvSlot:
         ``expert_fault`` (suites with faults, else None), ``expert_fault_step`` (the step it took
         effect; None if it never did, or no fault) and ``expert_action_noise`` (the std of the
         noise its recorded actions got, ``perturbation.action_noise``: 0 for a clean episode of
-        a mix; None for an expert that does not say)."""
-        info = self.expert.info() if hasattr(self.expert, "info") else {}
-        noise = info.get("action_noise")
-        return {
-            "expert_fault": getattr(self.expert, "fault", None),
-            "expert_fault_step": getattr(self.expert, "fault_step", None),
-            "expert_action_noise": None if noise is None else float(noise),
-        }
+        a mix; None for an expert that does not say): :meth:`Expert.info`, prefixed."""
+        return {f"expert_{k}": v for k, v in self.expert.info().items()}
 
     def close(self) -> None:
         if self.env is not None:
