@@ -35,6 +35,7 @@ from ranking_from_predictions import read_predictions, read_records
 
 from vlaexp.data.episodes import fault_frame
 from vlaexp.value.advantage import (
+    frames_by_group,
     n_step_advantages,
     positive_by_group,
     positive_by_outcome,
@@ -73,15 +74,10 @@ def breakdown(advantages, positive, records, success, fault) -> dict:
 
 def advantage_by_group(advantages, groups) -> dict[str, dict]:
     """Per group (episodes mapped to None left out): frames, mean and std of the advantages."""
-    frames: dict = defaultdict(list)
-    for ep, adv in advantages.items():
-        if groups.get(ep) is not None:
-            frames[groups[ep]].append(np.asarray(adv, dtype=float))
-    out = {}
-    for g in sorted(frames):
-        a = np.concatenate(frames[g])
-        out[str(g)] = {"frames": len(a), "mean": float(a.mean()), "std": float(a.std())}
-    return out
+    return {
+        g: {"frames": len(a), "mean": float(a.mean()), "std": float(a.std())}
+        for g, a in frames_by_group(advantages, groups).items()
+    }
 
 
 def tenths(values: list) -> str:

@@ -118,11 +118,21 @@ def positive_by_group(
     """The share of frames labelled positive per group of episodes (``groups``: episode ->
     its group, e.g. the std of the noise its recorded actions got; episodes mapped to None are
     left out), keyed by the group's text, in sorted order."""
+    frames = frames_by_group(positive, groups)
+    return {g: float(f.astype(bool).mean()) for g, f in frames.items()}
+
+
+def frames_by_group(
+    per_episode: Mapping[int, Any], groups: Mapping[int, Any]
+) -> dict[str, np.ndarray]:
+    """Per-frame values of each episode (``per_episode``: episode -> float[T]) pooled per group
+    of episodes (``groups``: episode -> its group; episodes mapped to None are left out),
+    keyed by the group's text, in sorted order."""
     frames: dict[Any, list[np.ndarray]] = defaultdict(list)
-    for ep, pos in positive.items():
+    for ep, values in per_episode.items():
         if groups.get(ep) is not None:
-            frames[groups[ep]].append(np.asarray(pos, dtype=bool))
-    return {str(g): float(np.concatenate(frames[g]).mean()) for g in sorted(frames)}
+            frames[groups[ep]].append(np.asarray(values, dtype=float))
+    return {str(g): np.concatenate(frames[g]) for g in sorted(frames)}
 
 
 def positive_by_progress(
