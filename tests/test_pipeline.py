@@ -44,6 +44,42 @@ def test_cached_artifact_builds_once_per_spec_and_never_keeps_a_crashed_build(
     assert (d / "data.txt").exists() and len(calls) == 3
 
 
+def test_a_job_that_waited_for_another_jobs_build_reuses_it_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Jobs launched together on one recording: one builds it, the others wait on its lock,
+    then log the reuse (the device scripts find a job's dataset by that line)."""
+    import logging
+    import threading
+    import time
+
+    from filelock import FileLock
+
+    from vlaexp.pipeline.cache import spec_hash
+
+    final = tmp_path / "things" / f"a-{spec_hash({'k': 1})}"
+    final.parent.mkdir(parents=True)
+    built = []
+    lock = FileLock(str(final) + ".lock")
+    lock.acquire()  # the other job, building
+    result = {}
+    waiter = threading.Thread(
+        target=lambda: result.update(
+            path=cached_artifact(tmp_path, "things", {"k": 1}, built.append, label="a")
+        )
+    )
+    with caplog.at_level(logging.INFO, logger="vlaexp.pipeline.cache"):
+        waiter.start()
+        time.sleep(0.5)  # it found no artifact and waits on the lock
+        assert waiter.is_alive()
+        final.mkdir()
+        (final / COMPLETE).touch()
+        lock.release()
+        waiter.join(timeout=30)
+    assert result["path"] == final and built == []
+    assert f"Reusing cached things {final}" in caplog.text
+
+
 @pytest.fixture(scope="session")
 def collected(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """Two tasks x 2 expert demos of tabletop_spatial at 64x64, recorded as the collect stage does."""

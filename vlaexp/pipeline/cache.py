@@ -45,7 +45,8 @@ def cached_artifact(
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(final) + ".lock"):
-        if (final / COMPLETE).exists():
+        if (final / COMPLETE).exists():  # another job built it while this one waited
+            log.info("Reusing cached %s %s", kind, final)
             return final
         tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
