@@ -145,6 +145,51 @@ def test_a_checkpoint_with_other_bins_is_refused(tmp_path: Path) -> None:
         load_value_function(directory)
 
 
+def test_time_input_reads_the_episode_step_and_learns_a_countdown_the_frames_lack(
+    tmp_path: Path,
+) -> None:
+    # a countdown to a time limit (what a failure run to the limit is labelled): the same
+    # images at every step, so only the step tells the labels apart
+    steps = torch.tensor([0, 40, 80, 120, 160, 200])
+    same = make_batch(b=1, seed=2)
+    batch = {k: v.expand(6, *v.shape[1:]) for k, v in same.items() if torch.is_tensor(v)}
+    batch["task"] = same["task"] * 6
+    batch["frame_index"] = steps
+    batch["value"] = -(220 - steps.float()) / 220
+
+    def fitted(*overrides: str) -> tuple[ValueFunction, float]:
+        model = tiny(*overrides).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        for _ in range(120):
+            optimizer.zero_grad()
+            loss, info = model(batch)
+            loss.backward()
+            optimizer.step()
+        return model.eval(), info["mae"]
+
+    timed, timed_mae = fitted("policy.time_horizon=220")
+    blind, blind_mae = fitted()
+    assert blind.time_embed is None
+    assert blind_mae > 0.2  # without the step, one value for six labels spread over [-1, -0.09]
+    assert timed_mae < 0.1
+    predicted = timed.predict_value(batch)["expected"]
+    assert (predicted.diff() > 0).all()  # later steps, higher values
+    # a batch without the step is a clear error, not a silent blind prediction
+    with pytest.raises(VlaexpError, match=r"policy.time_horizon=220.*no 'frame_index'"):
+        timed.logits({k: v for k, v in batch.items() if k != "frame_index"})
+    # the horizon is part of what the checkpoint means: it reloads with it, and another is refused
+    directory = timed.save_pretrained(tmp_path / "pm")
+    torch.testing.assert_close(
+        load_value_function(directory).predict_value(batch)["expected"], predicted, atol=0, rtol=0
+    )
+    with pytest.raises(
+        ConfigError, match=r"policy.time_horizon=100 .* trained with time_horizon=220"
+    ):
+        make_value_function({**value_cfg(), "time_horizon": 100, "path": str(directory)})
+    with pytest.raises(ConfigError, match=r"policy.time_horizon must be a positive step count"):
+        tiny("policy.time_horizon=0")
+
+
 def test_missing_camera_and_bad_inputs_are_clear_errors() -> None:
     model = tiny().eval()
     batch = make_batch(b=2)
@@ -271,6 +316,11 @@ def test_datamodule_attaches_each_frames_value_label(collected: Path) -> None:
     model = tiny()
     loss, _ = model(batch)
     assert torch.isfinite(loss)
+    # the batches carry each frame's step, which a time-reading value function embeds
+    timed = tiny("policy.time_horizon=220").eval()
+    logits = timed.logits(batch)
+    later = timed.logits({**batch, "frame_index": batch["frame_index"] + 50})
+    assert not torch.allclose(logits, later)
 
 
 def test_datamodule_errors_name_missing_cameras_and_success_flags(

@@ -82,6 +82,12 @@ class ValueFunctionConfig:
     loss: str = "ce"  # ce | hl_gauss
     sigma_bins: float = 0.75  # HL-Gauss width in bin widths
     c_fail: Any = None  # failure penalty in steps; None = half the task's longest episode
+    # The episode step as an input: null = images and task text alone; a step count H = the
+    # frame's step t enters as one more token, embedded from t / H (H: the suite's step limit).
+    # Under a time limit the value depends on the time left, which a frame alone need not show
+    # (a failure run to the limit: its labels count down to the limit whatever it looks like);
+    # Pardo et al. 2018, "Time Limits in Reinforcement Learning".
+    time_horizon: Any = None
     # The value_advantage stage (vlaexp.value.advantage): N of the N-step advantage (null:
     # Monte-Carlo) and the share of each task's frames labelled advantage_positive.
     advantage_horizon: Any = 50
@@ -120,6 +126,10 @@ class ValueFunctionConfig:
             raise ConfigError(
                 f"policy.value_range={list(self.value_range)}: the labels are normalized "
                 "time-to-go values on [-1, 0] (vlaexp.value.labels), so it must be [-1.0, 0.0]"
+            )
+        if self.time_horizon is not None and not float(self.time_horizon) > 0:
+            raise ConfigError(
+                f"policy.time_horizon must be a positive step count or null, got {self.time_horizon}"
             )
         if self.loss not in ("ce", "hl_gauss"):
             raise ConfigError(f"policy.loss must be 'ce' or 'hl_gauss', got '{self.loss}'")

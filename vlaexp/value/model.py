@@ -4,12 +4,14 @@
     MLP projector (width -> projector_hidden -> lm width, tanh-GELU)
     Gemma-3 text model over [image tokens of every camera, task text tokens]
     Linear(lm width -> n_bins) on the final hidden state of the last real text token
+    (``time_horizon`` set: one more token before the text, Linear(Fourier features of t / H))
 
 ``policy=value_fn`` is SigLIP So400m/14 at 384 px + Gemma-3-270M; ``policy=value_fn_tiny``
 is the same code at small widths. Batches (from the DataModule with value labels)::
 
     observation.images.<camera>  float[B, 3, S, S] in [-1, 1]
     task                         list[str] of B instructions
+    frame_index                  long[B] episode steps (read only when ``time_horizon`` is set)
     value                        float[B] in [-1, 0] (training and validation only)
 
 A trained value function saves as a policy does (``config.json``, ``model.safetensors``, the
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +53,7 @@ log = logging.getLogger(__name__)
 
 TOKENIZER_DIR = "tokenizer"
 VALUE = "value"
+TIME_FREQUENCIES = 6  # octaves of the time token's Fourier features
 
 
 def to_value_config(cfg: DictConfig | dict[str, Any] | ValueFunctionConfig) -> ValueFunctionConfig:
@@ -154,6 +158,11 @@ class ValueFunction(SavesPretrained, pl.LightningModule):
                     "value_align stage before `train` (same run) or set policy.projector_path"
                 )
         self.caption_batches: Any = None  # stage-1 batches for co-training (set by `train`)
+        # Our own: transformers has no embedding of a scalar time; sin/cos of t / H at octave
+        # frequencies (and t / H itself), projected to one LM token.
+        self.time_embed = (
+            nn.Linear(2 * TIME_FREQUENCIES + 1, width) if config.time_horizon is not None else None
+        )
         self.head = nn.Linear(width, config.n_bins)
         low, high = config.value_range
         self.register_buffer(
@@ -190,11 +199,24 @@ class ValueFunction(SavesPretrained, pl.LightningModule):
         features = self.vision(images.flatten(0, 1).to(self.device, dtype))  # [B*C, N, W]
         return self.projector(features).unflatten(0, (b, c)).flatten(1, 2)
 
+    def time_token(self, batch: dict[str, Any]) -> torch.Tensor:
+        """float[B, 1, H]: the embedded episode step ``frame_index`` / ``time_horizon``."""
+        if "frame_index" not in batch:
+            raise VlaexpError(
+                f"This value function reads the episode step (policy.time_horizon="
+                f"{self.config.time_horizon}), but the batch has no 'frame_index'"
+            )
+        steps = torch.as_tensor(batch["frame_index"], device=self.device).reshape(-1)
+        x = steps.float() / float(self.config.time_horizon)
+        angles = x[:, None] * (math.pi * 2.0 ** torch.arange(TIME_FREQUENCIES, device=x.device))
+        features = torch.cat([x[:, None], angles.sin(), angles.cos()], dim=-1)
+        return self.time_embed(features.to(self.head.weight.dtype))[:, None]
+
     def lm_hidden(
         self, image_tokens: torch.Tensor, tokens: torch.Tensor, text_mask: torch.Tensor
     ) -> torch.Tensor:
-        """Gemma's last hidden states float[B, C*N + L, H] over the image tokens followed by
-        right-padded text ``tokens`` long[B, L] (``text_mask`` bool[B, L])."""
+        """Gemma's last hidden states float[B, C*N + L, H] over the image tokens (and the time
+        token) followed by right-padded text ``tokens`` long[B, L] (``text_mask`` bool[B, L])."""
         b, n_image = image_tokens.shape[:2]
         tokens, text_mask = tokens.to(self.device), text_mask.to(self.device)
         # Gemma's embedding module multiplies by sqrt(width); inputs_embeds skips it, so the
@@ -213,6 +235,13 @@ class ValueFunction(SavesPretrained, pl.LightningModule):
         if len(batch["task"]) != b:
             raise VlaexpError(f"batch has {b} images per camera but {len(batch['task'])} tasks")
         image_tokens = self.image_tokens(images.transpose(0, 1))
+        if self.time_embed is not None:
+            time = self.time_token(batch)
+            if time.shape[0] != b:
+                raise VlaexpError(
+                    f"batch has {b} images per camera but {time.shape[0]} frame_index"
+                )
+            image_tokens = torch.cat([image_tokens, time.to(image_tokens.dtype)], dim=1)
         tokens, text_mask = tokenize(
             self.tokenizer, list(batch["task"]), self.config.tokenizer_max_length
         )
@@ -285,8 +314,8 @@ class ValueFunction(SavesPretrained, pl.LightningModule):
         return tokenizer_assets(self.tokenizer, TOKENIZER_DIR)
 
 
-# What a value function's outputs mean: a checkpoint that differs in these is refused.
-_OUTPUT_FIELDS = ("n_bins", "value_range", "cameras", "image_size")
+# What a value function's inputs and outputs mean: a checkpoint that differs in these is refused.
+_OUTPUT_FIELDS = ("n_bins", "value_range", "cameras", "image_size", "time_horizon")
 # Training settings a run may change when it starts from a saved value function.
 _TRAINING_FIELDS = ("loss", "sigma_bins", "c_fail", "optimizer", "scheduler")
 
@@ -323,7 +352,7 @@ def make_value_function(cfg: DictConfig | dict[str, Any] | ValueFunctionConfig) 
     """A new value function from its config, or (with ``path``) a saved one to train further.
 
     A saved one must agree with the config on what its outputs mean (bins, value range,
-    cameras, image size); the config's training settings (loss, optimizer, ...) replace the
+    cameras, image size, time horizon); the config's training settings (loss, optimizer, ...) replace the
     saved ones.
     """
     config = to_value_config(cfg)
