@@ -366,6 +366,40 @@ def unflagged_dataset(root: Path) -> Path:
     return root
 
 
+def test_a_step_reading_value_function_trains_evaluates_and_reloads_through_the_stages(
+    tiny_data: list[str], tmp_path: Path
+) -> None:
+    """policy.time_horizon through the stages: the DataModule's batches carry the step, the
+    saved checkpoint keeps the time token, value_eval scores every test frame with it."""
+    import csv
+
+    from vlaexp.config.compose import resolved_run_config
+    from vlaexp.pipeline.context import RunContext
+    from vlaexp.pipeline.registry import get_stage
+
+    overrides = [
+        *tiny_data,
+        "policy=value_fn_tiny",
+        "policy.time_horizon=220",
+        "camera=both",
+        "trainer=cpu",
+        "trainer.max_steps=2",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "print_config=false",
+        f"paths.root_dir={tmp_path}",
+    ]
+    ctx = RunContext(cfg=resolved_run_config(overrides, tmp_path / "run"), run_dir=tmp_path / "run")
+    get_stage("train")(ctx)
+    trained = load_value_function(ctx.artifacts["value_fn"])
+    assert trained.config.time_horizon == 220 and trained.time_embed is not None
+    get_stage("value_eval")(ctx)
+    result = json.loads((ctx.run_dir / "value_eval.json").read_text())
+    assert np.isfinite(result["mae"]) and result["frames"] == 16
+    with open(ctx.run_dir / "value_predictions.csv") as f:
+        assert len(list(csv.DictReader(f))) == 16
+
+
 def test_train_stage_fits_a_value_fn_value_eval_and_value_advantage(
     tiny_data: list[str], tmp_path: Path
 ) -> None:
