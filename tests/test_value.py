@@ -403,3 +403,76 @@ def test_advantage_breakdown_splits_a_jittery_mix_by_action_noise() -> None:
     assert clean == {"frames": 4, "mean": pytest.approx(0.05), "std": pytest.approx(0.05)}
     assert jittery["frames"] == 6 and jittery["mean"] == pytest.approx(0.0)
     assert jittery["std"] == pytest.approx(np.std([-0.3, 0.3, 0, 1, 0, -1]))
+
+
+def _experiment_script(name: str):
+    import importlib
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "experiments" / "value_function"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
+
+
+def test_time_probe_scores_a_run_as_value_eval_did_and_reads_a_countdown_from_the_step(
+    tmp_path,
+) -> None:
+    """time_probe.py: its scores of the predictions alone are value_eval's (same metrics from
+    the same CSV), and on a countdown the frames do not show, the cross-fitted step recovers the
+    pooled ranking the predictions lack."""
+    import json
+    from pathlib import Path
+
+    probe = _experiment_script("time_probe")
+    d = Path(__file__).parents[1] / "experiments" / "value_function"
+    episodes = probe.read(d / "gpu400_pert_c30_value_predictions.csv")
+    logged = json.loads((d / "gpu400_pert_c30_value_eval.json").read_text())
+    alone = probe.scores(episodes, {e: ep["pred"] for e, ep in episodes.items()})
+    for key in ("spearman_pooled", "spearman_median", "midpoint_auroc"):
+        assert alone[key] == pytest.approx(logged[key], abs=1e-4), key
+    # 8 successes ranked by their frames, 8 failures counting down to a 100-step limit whose
+    # frames all look alike (prediction -0.8 throughout)
+    rng = np.random.default_rng(0)
+    rows = ["episode_index,frame_index,success,value,expected_value"]
+    for e in range(16):
+        success, n = e < 8, (40 if e < 8 else 100)
+        t = np.arange(n)
+        label = -(n - 1 - t) / 100 - (0 if success else 0.2)
+        pred = label + rng.normal(0, 0.02, n) if success else np.full(n, -0.8)
+        rows += [
+            f"{e},{i},{int(success)},{lab:.6f},{p:.6f}"
+            for i, lab, p in zip(t, label, pred, strict=True)
+        ]
+    (tmp_path / "p.csv").write_text("\n".join(rows) + "\n")
+    synthetic = probe.read(tmp_path / "p.csv")
+    blind = probe.scores(synthetic, {e: ep["pred"] for e, ep in synthetic.items()})
+    timed = probe.scores(synthetic, probe.cross_fitted(synthetic, 100))
+    assert timed["spearman_pooled"] > blind["spearman_pooled"] + 0.1
+
+
+def test_paired_arms_counts_wins_and_losses_on_the_same_seeds(tmp_path) -> None:
+    import json
+
+    paired_arms = _experiment_script("paired_arms")
+
+    def arm(name: str, successes: list[bool], seeds: range = range(10, 16)):
+        episodes = [
+            {"seed": s, "success": ok, "steps": 50 + i if ok else 220}
+            for i, (s, ok) in enumerate(zip(seeds, successes, strict=True))
+        ]
+        (tmp_path / name).write_text(json.dumps({"per_episode": episodes}))
+        return paired_arms.episodes(tmp_path / name)
+
+    a = [arm("a0", [True, True, False, False, False, True])]
+    b = [arm("b0", [True, False, True, True, True, False])]
+    result = paired_arms.paired(a, b)
+    assert (result["wins"], result["losses"]) == (3, 2)
+    assert result["p_mcnemar"] == pytest.approx(1.0)  # 3 of 5 discordant: no evidence
+    assert paired_arms.summary(b) == {"episodes": 6, "successes": 4, "median_success_steps": 52.5}
+    with pytest.raises(SystemExit, match="different seeds"):
+        paired_arms.paired(a, [arm("c0", [True] * 6, range(20, 26))])
+    with pytest.raises(SystemExit, match="pair them one to one"):
+        paired_arms.paired(a, b + b)

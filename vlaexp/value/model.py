@@ -351,9 +351,9 @@ def load_value_function(path: str | Path, setting: str = "policy.path") -> Value
 def make_value_function(cfg: DictConfig | dict[str, Any] | ValueFunctionConfig) -> ValueFunction:
     """A new value function from its config, or (with ``path``) a saved one to train further.
 
-    A saved one must agree with the config on what its outputs mean (bins, value range,
-    cameras, image size, time horizon); the config's training settings (loss, optimizer, ...) replace the
-    saved ones.
+    A saved one must agree with the config on what its inputs and outputs mean (bins, value
+    range, cameras, image size, time horizon); the config's training settings (loss,
+    optimizer, ...) replace the saved ones.
     """
     config = to_value_config(cfg)
     if not config.path:
