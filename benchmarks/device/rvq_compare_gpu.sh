@@ -34,9 +34,13 @@
 # Timings to plan with (H100 x4, 2026-11-27, beside the RECAP jobs): the recording ~7 min
 # (shared), the flow Pi0.5 13.7 min for 5,000 steps, the RVQ policy's tokenizer fit 1.7 min
 # then 12.7 min for 4,000 steps, the comparison at 5 seeds a task 93 s.
+# EPISODES (default 150) demos a task: more demos lifted the CPU proxy's layer-1 accuracy where
+# more steps did not (experiments/rvq_adaptive, sixth session). 300 demos took 228 s with the
+# install on 60 cores, so 800 take roughly 8-10 min: raise COLLECT_S with it, e.g.
+#   EPISODES=400 COLLECT_S=540 MAX_STEPS_pi05_small=3000 BB_STEPS=3000 ... bash benchmarks/device/rvq_compare_gpu.sh
 set -u -o pipefail
 R=/tmp/runs
-export EXPERIMENT=tabletop_spatial EPISODES=150 COLLECT_TAGS="-" DETACH=1 CALL_S=${CALL_S:-565}
+export EXPERIMENT=tabletop_spatial EPISODES=${EPISODES:-150} COLLECT_TAGS="-" DETACH=1 CALL_S=${CALL_S:-565}
 export POLICIES=${POLICIES:-"pi05_small-flow rvq_policy_small-rvq rvq_policy_small-bb rvq_policy_small-cmp rvq_policy_small-cmpbb"}
 export EXTRA="callbacks.step_checkpoint.save_freq=500 ${EXTRA:-}" EXTRA_pi05_small="policy.compile=true ${EXTRA_pi05_small:-}"
 export EXP_rvq=rvq_policy_tabletop_spatial EXP_bb=rvq_policy_tabletop_spatial
