@@ -48,6 +48,17 @@ def make_batch(b: int = 4, size: int = 32, seed: int = 0) -> dict:
     return batch
 
 
+def overfit(model: ValueFunction, batch: dict, steps: int) -> tuple[torch.Tensor, dict]:
+    """AdamW at 1e-3 on one fixed batch; the last step's loss and metrics."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss, info = model(batch)
+        loss.backward()
+        optimizer.step()
+    return loss, info
+
+
 def test_tiny_outputs_are_distributions_over_201_bins_with_values_in_range() -> None:
     model = tiny().eval()
     batch = make_batch(b=3)
@@ -90,12 +101,7 @@ def test_both_losses_have_finite_gradients_and_overfit_a_fixed_batch(loss: str) 
     # every part of the stitched network is trained by the loss
     for part in (model.vision, model.projector, model.lm, model.head):
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    for _ in range(100):
-        optimizer.zero_grad()
-        loss_value, info = model(batch)
-        loss_value.backward()
-        optimizer.step()
+    loss_value, info = overfit(model, batch, 100)
     assert loss_value.item() < 0.3 * first.item()
     assert info["mae"] < 0.1  # the expected value lands near each frame's label
 
@@ -159,12 +165,7 @@ def test_time_input_reads_the_episode_step_and_learns_a_countdown_the_frames_lac
 
     def fitted(*overrides: str) -> tuple[ValueFunction, float]:
         model = tiny(*overrides).train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        for _ in range(120):
-            optimizer.zero_grad()
-            loss, info = model(batch)
-            loss.backward()
-            optimizer.step()
+        _, info = overfit(model, batch, 120)
         return model.eval(), info["mae"]
 
     timed, timed_mae = fitted("policy.time_horizon=220")
