@@ -105,6 +105,7 @@ def test_metrics_of_a_perfect_and_of_a_shuffled_predictor() -> None:
     assert half["spearman_median"] == pytest.approx(1.0)
     assert half["spearman_median_failures"] == pytest.approx(-1.0)
     assert half["spearman_pooled_successes"] > 0.99 > half["spearman_pooled"]
+    assert half["spearman_pooled_failures"] < -0.99
 
 
 def certain(v: float, n: int = 10) -> torch.Tensor:

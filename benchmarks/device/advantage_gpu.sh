@@ -103,6 +103,6 @@ cp $R/value.log $B/ 2>/dev/null
 (cd $R/value 2>/dev/null && cp -r value_eval.json advantage.json csv/metrics.csv value_predictions.csv value_plots $B/ 2>/dev/null)
 # the records of the dataset the value run read (its log names it; not the newest recording:
 # the sixth session's value jobs beside it recorded another mix later, whose records came back)
-cp "$(grep -aoE "(Built|Reusing cached) datasets [^ ]+" $R/value.log | tail -1 | awk '{print $NF}')/meta/vlaexp_episodes.jsonl" $B/ 2>/dev/null
+cp "$(log_dataset $R/value.log)/meta/vlaexp_episodes.jsonl" $B/ 2>/dev/null
 tar -czf ${OUT:-/tmp/out}/value.tar.gz -C /tmp/back value
 echo "call done after $(( $(date +%s) - S )) s"

@@ -49,3 +49,6 @@ export OMP_NUM_THREADS=4 PYTHONUNBUFFERED=1 MUJOCO_GL=egl WANDB_MODE=disabled
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONFAULTHANDLER=1
 export PYTHONPATH=/tmp/site:$PWD LD_LIBRARY_PATH=/tmp/gl/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
 export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+# the dataset a vlaexp run's log says it built or reused (the cache logs both, also after
+# waiting on another job's build): log_dataset <log file>
+log_dataset() { grep -aoE "(Built|Reusing cached) datasets [^ ]+" "$1" | tail -1 | awk '{print $NF}'; }

@@ -196,7 +196,7 @@ for p in $POLICIES; do
   # shares by outcome, by tenth and, in a jittery mix, by action noise)
   # (a value job without value_advantage, e.g. value_fn_small-pert, returns the records alone)
   if test -e $R/$p/value_eval.json; then
-    cp "$(grep -aoE "(Built|Reusing cached) datasets [^ ]+" $R/$p.log | tail -1 | awk '{print $NF}')/meta/vlaexp_episodes.jsonl" $B/ 2>/dev/null
+    cp "$(log_dataset $R/$p.log)/meta/vlaexp_episodes.jsonl" $B/ 2>/dev/null
     test -e $B/advantage.json && test -e $B/vlaexp_episodes.jsonl && test -e $B/value_predictions.csv && PYTHONPATH=/tmp/site:$PWD python3 \
       experiments/value_function/advantage_breakdown.py $B/value_predictions.csv $B/advantage.json $B/vlaexp_episodes.jsonl \
       --out $B/label_grid --horizon ${GRID_HORIZONS:-5 10 20 50 mc} --fraction 0.3 2>&1 | tail -8

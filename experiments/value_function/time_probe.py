@@ -22,9 +22,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import torch
-from scipy.stats import spearmanr
-from torchmetrics.functional.classification import binary_auroc
+
+from vlaexp.value.metrics import ranking_metrics
 
 
 def read(path: Path) -> dict[int, dict[str, np.ndarray]]:
@@ -66,32 +65,21 @@ def cross_fitted(episodes: dict, horizon: float, seed: int = 0) -> dict[int, np.
 
 
 def scores(episodes: dict, pred: dict[int, np.ndarray]) -> dict[str, float]:
-    labels = np.concatenate([episodes[e]["label"] for e in sorted(episodes)])
-    pooled = spearmanr(labels, np.concatenate([pred[e] for e in sorted(episodes)])).statistic
-    median = np.median(
-        [spearmanr(ep["label"], pred[e]).statistic for e, ep in episodes.items() if ep["success"]]
+    """value_eval's ranking metrics (:func:`vlaexp.value.metrics.ranking_metrics`) of these
+    predictions, and the frame count of each outcome."""
+    ids = sorted(episodes)
+    metrics = ranking_metrics(
+        [pred[e] for e in ids],
+        [episodes[e]["label"] for e in ids],
+        [episodes[e]["success"] for e in ids],
     )
-    mid = [(pred[e][len(pred[e]) // 2], ep["success"]) for e, ep in episodes.items()]
-    auroc = binary_auroc(
-        torch.tensor([m[0] for m in mid], dtype=torch.float64),
-        torch.tensor([int(m[1]) for m in mid]),
-    )
-    by_outcome = {}
+    keys = ("spearman_pooled", "spearman_pooled_successes", "spearman_pooled_failures")
+    out = {k: metrics[k] for k in (*keys, "spearman_median", "midpoint_auroc")}
     for name, want in (("successes", True), ("failures", False)):
-        keep = [e for e in sorted(episodes) if episodes[e]["success"] == want]
-        by_outcome[f"spearman_pooled_{name}"] = float(
-            spearmanr(
-                np.concatenate([episodes[e]["label"] for e in keep]),
-                np.concatenate([pred[e] for e in keep]),
-            ).statistic
+        out[f"frames_{name}"] = sum(
+            len(ep["label"]) for ep in episodes.values() if ep["success"] == want
         )
-        by_outcome[f"frames_{name}"] = int(sum(len(episodes[e]["label"]) for e in keep))
-    return {
-        **by_outcome,
-        "spearman_pooled": float(pooled),
-        "spearman_median": float(median),
-        "midpoint_auroc": float(auroc),
-    }
+    return out
 
 
 def main() -> None:

@@ -56,7 +56,7 @@ def ranking_metrics(
     midpoint for telling successes (positive) from failures (and that of the true values,
     ``midpoint_auroc_labels``). The per-episode Spearman median
     is over the successful episodes (``spearman_median``) and, apart, over the failed ones; the
-    pooled Spearman over every frame and, apart, over the successes' frames. These need only
+    pooled Spearman over every frame and, apart, over the successes' and the failures' frames. These need only
     the expected values, so they can be recomputed from ``value_predictions.csv``.
 
     ``fault_frames`` (per episode, the frame a scripted fault struck, None if unknown) adds
@@ -92,6 +92,11 @@ def ranking_metrics(
         "spearman_median_failures": _median(per_episode[False]),
         "spearman_pooled": _spearman(predicted, values, range(len(values))),
         "spearman_pooled_successes": _spearman(predicted, values, ok_frames),
+        # and over the failures' frames: a failure run to the step limit counts down to it,
+        # which its frames need not show
+        "spearman_pooled_failures": _spearman(
+            predicted, values, [i for i, ok in enumerate(success) if not ok]
+        ),
         "midpoint_auroc": auroc(mids, labels),
         # the same AUROC of the true values: what predicting every label exactly would score
         # (below 1 where a short failure's midpoint is labelled nearer the end than a
