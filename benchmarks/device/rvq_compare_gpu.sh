@@ -38,6 +38,10 @@
 # more steps did not (experiments/rvq_adaptive, sixth session). 300 demos took 228 s with the
 # install on 60 cores, so 800 take roughly 8-10 min: raise COLLECT_S with it, e.g.
 #   EPISODES=400 COLLECT_S=540 MAX_STEPS_pi05_small=3000 BB_STEPS=3000 ... bash benchmarks/device/rvq_compare_gpu.sh
+# Measured (4x H100, seventh session, EPISODES=300 beside two value jobs): the 60-worker recording
+# finished task 0 only by COLLECT_S=480 and was lost; the flow job recorded both tasks again with
+# 12 workers in 7.8 min, then trained 3,000 steps in 8.9 min (62 s preload); the backbone job
+# started ~27 min in, too late for the session. Plan ~35 min for this on H100s (experiments/rvq_adaptive).
 set -u -o pipefail
 R=/tmp/runs
 export EXPERIMENT=tabletop_spatial EPISODES=${EPISODES:-150} COLLECT_TAGS="-" DETACH=1 CALL_S=${CALL_S:-565}

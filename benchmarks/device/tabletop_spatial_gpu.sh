@@ -111,9 +111,17 @@ else
     # one thread per env process: attempt 11's three recordings side by side (60 env processes
     # at OMP_NUM_THREADS=4 on 64 cores) made ~1.1 demos/s each (150 in 132 s), against
     # > 1.4/s from 12 on 16 cores in attempt 10 (300 in 212 s, install included); not measured since
-    OMP_NUM_THREADS=1 timeout $COLLECT_S python3 -m vlaexp $(exp x-$t) $COMMON $EXTRA $X "stages=[collect]" data.collect.n_workers=$(( WORKERS / NT )) \
-      hydra.run.dir=$R/collect_$t 2>&1 | grep -E "expert successes|Built|rror" | sed "s/^/[$t] /" &
+    # a recording cut off by COLLECT_S is lost whole (the cache keeps finished datasets only), and
+    # each training job then records it again with its own few workers: say so (the seventh
+    # session's 4x H100 recorded 300 demos of task 0 in COLLECT_S=480, and its jobs re-recorded
+    # both tasks, 8 min late). rc 124: timeout's exit status
+    { OMP_NUM_THREADS=1 timeout $COLLECT_S python3 -m vlaexp $(exp x-$t) $COMMON $EXTRA $X "stages=[collect]" data.collect.n_workers=$(( WORKERS / NT )) \
+      hydra.run.dir=$R/collect_$t 2>&1; echo "[$t] recording exit status $?" > $R/collect_$t.rc; } | grep -E "expert successes|Built|rror" | sed "s/^/[$t] /" &
   done; wait
+  for t in $TAGS; do
+    grep -q " 124$" $R/collect_$t.rc && echo "[$t] RECORDING TIMED OUT after COLLECT_S=$COLLECT_S s: the jobs record it again themselves (raise COLLECT_S)"
+    cat $R/collect_$t.rc
+  done
   echo "install + collect done after $(( $(date +%s) - S )) s"
 fi
 # No periodic all-thread stack dumps (faulthandler.dump_traceback_later): in attempts 3 and 4
