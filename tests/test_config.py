@@ -39,6 +39,7 @@ TINY_TWIN = {
     "value_tabletop_gpu": GPU_VALUE_TWIN,
     "value_tabletop_perturbed": GPU_VALUE_TWIN,
     "value_tabletop_perturbed_time": GPU_VALUE_TWIN,
+    "value_tabletop_perturbed_time_drop": GPU_VALUE_TWIN,
 }
 
 
@@ -67,6 +68,7 @@ def _collect_key(cfg):
         ("advantage_tabletop_jitter_value", "advantage_tabletop_jitter"),  # on jittery demos
         ("rvq_policy_tabletop_spatial", "tabletop_spatial"),  # RVQ policy and its flow Pi0.5
         ("value_tabletop_perturbed_time", "value_tabletop_perturbed"),  # the time input's A/B
+        ("value_tabletop_perturbed_time_drop", "value_tabletop_perturbed"),  # and its dropout
     ],
 )
 def test_compared_experiments_record_one_dataset(pair: tuple[str, str]) -> None:

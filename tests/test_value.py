@@ -452,6 +452,31 @@ def test_time_probe_scores_a_run_as_value_eval_did_and_reads_a_countdown_from_th
     blind = probe.scores(synthetic, {e: ep["pred"] for e, ep in synthetic.items()})
     timed = probe.scores(synthetic, probe.cross_fitted(synthetic, 100))
     assert timed["spearman_pooled"] > blind["spearman_pooled"] + 0.1
+    # fitted on validation episodes of the same kind (other episode numbers), applied to all of
+    # the test ones: the same gain, without fitting on the test split
+    val_rows = [rows[0]] + [
+        ",".join([str(int(r.split(",")[0]) + 100), *r.split(",")[1:]]) for r in rows[1:]
+    ]
+    (tmp_path / "val.csv").write_text("\n".join(val_rows) + "\n")
+    on_val = probe.fitted(probe.read(tmp_path / "val.csv"), synthetic, 100)
+    assert set(on_val) == set(synthetic)
+    assert probe.scores(synthetic, on_val)["spearman_pooled"] > blind["spearman_pooled"] + 0.1
+    # the command line: a validation file sharing test episodes is refused, a missing column named
+    import subprocess
+    import sys
+
+    script = str(d / "time_probe.py")
+    run = [sys.executable, script, str(tmp_path / "p.csv"), "--horizon", "100", "--fit-on"]
+    same = subprocess.run([*run, str(tmp_path / "p.csv")], capture_output=True, text=True)
+    assert same.returncode != 0 and "not a held-out fit" in same.stderr
+    out = subprocess.run(
+        [*run, str(tmp_path / "val.csv")], capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout)[str(tmp_path / "p.csv")]["with_step_fitted_on_val"][
+        "spearman_pooled"
+    ] == pytest.approx(probe.scores(synthetic, on_val)["spearman_pooled"])
+    with pytest.raises(SystemExit, match="no column 'expected_value_no_step'"):
+        probe.read(tmp_path / "p.csv", "expected_value_no_step")
 
 
 def test_paired_arms_counts_wins_and_losses_on_the_same_seeds(tmp_path) -> None:

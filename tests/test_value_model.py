@@ -191,6 +191,56 @@ def test_time_input_reads_the_episode_step_and_learns_a_countdown_the_frames_lac
         tiny("policy.time_horizon=0")
 
 
+def test_time_dropout_trains_one_model_to_predict_with_and_without_the_step(
+    tmp_path: Path,
+) -> None:
+    steps = torch.tensor([0, 40, 80, 120, 160, 200])
+    same = make_batch(b=1, seed=2)
+    batch = {k: v.expand(6, *v.shape[1:]) for k, v in same.items() if torch.is_tensor(v)}
+    batch["task"] = same["task"] * 6
+    batch["frame_index"] = steps
+    batch["value"] = -(220 - steps.float()) / 220
+    model = tiny("policy.time_horizon=220", "policy.time_dropout=0.5")
+    # in training, each sample sees either its step or the "step unknown" token, about half each
+    wide = make_batch(b=64, seed=3)
+    wide["frame_index"] = torch.arange(64) * 3
+    with torch.no_grad():
+        seen = model.train().logits(wide)
+        model.eval()
+        with_step, without = model.logits(wide), model.logits(wide, use_step=False)
+    as_with = (seen - with_step).abs().amax(-1) < 1e-5
+    as_without = (seen - without).abs().amax(-1) < 1e-5
+    assert not (with_step - without).abs().amax(-1).lt(1e-5).any()  # the two are told apart
+    assert (as_with ^ as_without).all() and 0.3 < as_without.float().mean() < 0.7
+    # fitted on a countdown over identical frames: with the step it ranks the steps; without
+    # it, it can only give the labels' mean
+    torch.manual_seed(0)
+    overfit(model.train(), batch, 200)
+    model.eval()
+    timed = model.predict_value(batch)["expected"]
+    blind = model.predict_value(batch, use_step=False)["expected"]
+    assert (timed - batch["value"]).abs().mean() < 0.1 and (timed.diff() > 0).all()
+    assert (blind - batch["value"].mean()).abs().max() < 0.1
+    # it reloads with its "step unknown" token, and predicts the same without the step
+    directory = model.save_pretrained(tmp_path / "pm")
+    torch.testing.assert_close(
+        load_value_function(directory).predict_value(batch, use_step=False)["expected"], blind
+    )
+    # clear errors: no step to drop, a share out of range, no trained token to predict without
+    # the step, or to train further with dropout
+    with pytest.raises(ConfigError, match=r"time_dropout=0.5 drops the step token.*time_horizon"):
+        tiny("policy.time_dropout=0.5")
+    with pytest.raises(ConfigError, match=r"policy.time_dropout must be in \[0, 1\)"):
+        tiny("policy.time_horizon=220", "policy.time_dropout=1.0")
+    plain = tiny("policy.time_horizon=220").eval()
+    with pytest.raises(VlaexpError, match=r"trained with policy.time_dropout=0"):
+        plain.logits(batch, use_step=False)
+    plain_dir = plain.save_pretrained(tmp_path / "plain")
+    cfg = {**value_cfg(), "time_horizon": 220, "time_dropout": 0.3, "path": str(plain_dir)}
+    with pytest.raises(ConfigError, match=r"trained without it and has no 'step unknown' token"):
+        make_value_function(cfg)
+
+
 def test_missing_camera_and_bad_inputs_are_clear_errors() -> None:
     model = tiny().eval()
     batch = make_batch(b=2)
@@ -370,8 +420,9 @@ def unflagged_dataset(root: Path) -> Path:
 def test_a_step_reading_value_function_trains_evaluates_and_reloads_through_the_stages(
     tiny_data: list[str], tmp_path: Path
 ) -> None:
-    """policy.time_horizon through the stages: the DataModule's batches carry the step, the
-    saved checkpoint keeps the time token, value_eval scores every test frame with it."""
+    """policy.time_horizon (with time_dropout) through the stages: the DataModule's batches
+    carry the step, the saved checkpoint keeps the time token, value_eval scores every test
+    frame with it and without it, and writes the validation frames' predictions too."""
     import csv
 
     from vlaexp.config.compose import resolved_run_config
@@ -382,6 +433,7 @@ def test_a_step_reading_value_function_trains_evaluates_and_reloads_through_the_
         *tiny_data,
         "policy=value_fn_tiny",
         "policy.time_horizon=220",
+        "policy.time_dropout=0.5",
         "camera=both",
         "trainer=cpu",
         "trainer.max_steps=2",
@@ -394,11 +446,27 @@ def test_a_step_reading_value_function_trains_evaluates_and_reloads_through_the_
     get_stage("train")(ctx)
     trained = load_value_function(ctx.artifacts["value_fn"])
     assert trained.config.time_horizon == 220 and trained.time_embed is not None
+    assert trained.config.time_dropout == 0.5 and trained.time_null is not None
     get_stage("value_eval")(ctx)
     result = json.loads((ctx.run_dir / "value_eval.json").read_text())
     assert np.isfinite(result["mae"]) and result["frames"] == 16
-    with open(ctx.run_dir / "value_predictions.csv") as f:
-        assert len(list(csv.DictReader(f))) == 16
+    rows = {}
+    for split, name in (("test", "value_predictions.csv"), ("val", "value_predictions_val.csv")):
+        with open(ctx.run_dir / name) as f:
+            rows[split] = list(csv.DictReader(f))
+    assert len(rows["test"]) == 16 and {int(r["episode_index"]) for r in rows["test"]} == set(
+        result["episodes"]
+    )
+    # the validation episode's frames, apart from the test ones
+    assert rows["val"] and not {r["episode_index"] for r in rows["val"]} & {
+        r["episode_index"] for r in rows["test"]
+    }
+    # the metrics with the step unknown are computed from their own column
+    mae = np.mean(
+        [abs(float(r["value"]) - float(r["expected_value_no_step"])) for r in rows["test"]]
+    )
+    assert mae == pytest.approx(result["without_step"]["mae"], abs=1e-5)
+    assert any(r["expected_value_no_step"] != r["expected_value"] for r in rows["test"])
 
 
 def test_train_stage_fits_a_value_fn_value_eval_and_value_advantage(
@@ -439,6 +507,7 @@ def test_train_stage_fits_a_value_fn_value_eval_and_value_advantage(
     with open(ctx.run_dir / "value_predictions.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 16 and {r["episode_index"] for r in rows} == {str(result["episodes"][0])}
+    assert "without_step" not in result and "expected_value_no_step" not in rows[0]
     assert sorted(int(r["frame_index"]) for r in rows) == list(range(16))
     mae = np.mean([abs(float(r["value"]) - float(r["expected_value"])) for r in rows])
     assert mae == pytest.approx(result["mae"], abs=1e-5)

@@ -100,7 +100,7 @@ CALL_S=$(( CALL_S - ($(date +%s) - S) )) bash benchmarks/device/tabletop_spatial
 # the value run's files come back beside the jobs' (value.tar.gz)
 B=/tmp/back/value; rm -rf $B; mkdir -p $B
 cp $R/value.log $B/ 2>/dev/null
-(cd $R/value 2>/dev/null && cp -r value_eval.json advantage.json csv/metrics.csv value_predictions.csv value_plots $B/ 2>/dev/null)
+(cd $R/value 2>/dev/null && cp -r value_eval.json advantage.json csv/metrics.csv value_predictions.csv value_predictions_val.csv value_plots $B/ 2>/dev/null)
 # the records of the dataset the value run read (its log names it; not the newest recording:
 # the sixth session's value jobs beside it recorded another mix later, whose records came back)
 cp "$(log_dataset $R/value.log)/meta/vlaexp_episodes.jsonl" $B/ 2>/dev/null

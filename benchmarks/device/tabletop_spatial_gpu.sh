@@ -197,7 +197,7 @@ for p in $POLICIES; do
   # an RVQ job's tokenizer analysis, a comparison job's table (rvq_compare), a value job's
   # evaluation and advantage summary
   cp -r $R/$p/tokenizer/analysis.* $R/$p/rvq_compare $R/$p/value_eval.json $R/$p/advantage.json \
-    $R/$p/value_predictions.csv $B/ 2>/dev/null
+    $R/$p/value_predictions.csv $R/$p/value_predictions_val.csv $B/ 2>/dev/null
   # and a value job's episode records (experiments/value_function/advantage_breakdown.py reads
   # them beside its predictions): those of the dataset its log says it built or reused; then
   # that script's relabelling of its test frames at the horizons GRID_HORIZONS, printed (the

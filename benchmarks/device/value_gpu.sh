@@ -33,6 +33,6 @@ for spec in $RUNS; do
   # the episodes' records (lengths, faults) of the dataset the run used, beside its results
   cp $(ls -td $R/outputs/cache/datasets/*/meta/vlaexp_episodes.jsonl 2>/dev/null | head -1) $D/ 2>/dev/null
   (cd $D && tar cf $OUT/$N.tar $(ls -d value_eval.json value_align/align.json csv/metrics.csv advantage.json \
-    value_predictions.csv vlaexp_episodes.jsonl value_plots 2>/dev/null) ../$N.log)
+    value_predictions.csv value_predictions_val.csv vlaexp_episodes.jsonl value_plots 2>/dev/null) ../$N.log)
 done
 ls $OUT

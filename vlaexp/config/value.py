@@ -88,6 +88,12 @@ class ValueFunctionConfig:
     # (a failure run to the limit: its labels count down to the limit whatever it looks like);
     # Pardo et al. 2018, "Time Limits in Reinforcement Learning".
     time_horizon: Any = None
+    # With the step as input: the share of training samples whose step token is replaced by a
+    # learned "step unknown" token (one model then predicts with and without the step; value_eval
+    # reports both). Why: with the step, the seventh session's model leaned on it and valued
+    # early success frames toward the mix of outcomes at that step (midpoint AUROC 0.85 -> 0.72,
+    # experiments/value_function); dropping an input makes the model learn the others too.
+    time_dropout: float = 0.0
     # The value_advantage stage (vlaexp.value.advantage): N of the N-step advantage (null:
     # Monte-Carlo) and the share of each task's frames labelled advantage_positive.
     advantage_horizon: Any = 50
@@ -130,6 +136,13 @@ class ValueFunctionConfig:
         if self.time_horizon is not None and not float(self.time_horizon) > 0:
             raise ConfigError(
                 f"policy.time_horizon must be a positive step count or null, got {self.time_horizon}"
+            )
+        if not 0.0 <= float(self.time_dropout) < 1.0:
+            raise ConfigError(f"policy.time_dropout must be in [0, 1), got {self.time_dropout}")
+        if self.time_dropout and self.time_horizon is None:
+            raise ConfigError(
+                f"policy.time_dropout={self.time_dropout} drops the step token, but there is "
+                "none: set policy.time_horizon too"
             )
         if self.loss not in ("ce", "hl_gauss"):
             raise ConfigError(f"policy.loss must be 'ce' or 'hl_gauss', got '{self.loss}'")

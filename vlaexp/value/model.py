@@ -4,7 +4,9 @@
     MLP projector (width -> projector_hidden -> lm width, tanh-GELU)
     Gemma-3 text model over [image tokens of every camera, task text tokens]
     Linear(lm width -> n_bins) on the final hidden state of the last real text token
-    (``time_horizon`` set: one more token before the text, Linear(Fourier features of t / H))
+    (``time_horizon`` set: one more token before the text, Linear(Fourier features of t / H);
+    with ``time_dropout``, a learned "step unknown" token in its place for a share of training
+    samples, and on request at inference)
 
 ``policy=value_fn`` is SigLIP So400m/14 at 384 px + Gemma-3-270M; ``policy=value_fn_tiny``
 is the same code at small widths. Batches (from the DataModule with value labels)::
@@ -163,6 +165,8 @@ class ValueFunction(SavesPretrained, pl.LightningModule):
         self.time_embed = (
             nn.Linear(2 * TIME_FREQUENCIES + 1, width) if config.time_horizon is not None else None
         )
+        # the "step unknown" token that replaces it (policy.time_dropout; predict without the step)
+        self.time_null = nn.Parameter(torch.zeros(width)) if config.time_dropout else None
         self.head = nn.Linear(width, config.n_bins)
         low, high = config.value_range
         self.register_buffer(
@@ -199,8 +203,18 @@ class ValueFunction(SavesPretrained, pl.LightningModule):
         features = self.vision(images.flatten(0, 1).to(self.device, dtype))  # [B*C, N, W]
         return self.projector(features).unflatten(0, (b, c)).flatten(1, 2)
 
-    def time_token(self, batch: dict[str, Any]) -> torch.Tensor:
-        """float[B, 1, H]: the embedded episode step ``frame_index`` / ``time_horizon``."""
+    def time_token(self, batch: dict[str, Any], b: int, use_step: bool = True) -> torch.Tensor:
+        """float[B, 1, H]: the embedded episode step ``frame_index`` / ``time_horizon``; the
+        "step unknown" token instead where ``use_step`` is false, and, in training, for a random
+        ``time_dropout`` share of the samples."""
+        dtype = self.head.weight.dtype
+        if not use_step:
+            if self.time_null is None:
+                raise VlaexpError(
+                    "This value function was trained with policy.time_dropout=0: its 'step "
+                    "unknown' token never saw training, so it cannot predict without the step"
+                )
+            return self.time_null.to(dtype).expand(b, 1, -1)
         if "frame_index" not in batch:
             raise VlaexpError(
                 f"This value function reads the episode step (policy.time_horizon="
@@ -210,7 +224,13 @@ class ValueFunction(SavesPretrained, pl.LightningModule):
         x = steps.float() / float(self.config.time_horizon)
         angles = x[:, None] * (math.pi * 2.0 ** torch.arange(TIME_FREQUENCIES, device=x.device))
         features = torch.cat([x[:, None], angles.sin(), angles.cos()], dim=-1)
-        return self.time_embed(features.to(self.head.weight.dtype))[:, None]
+        tokens = self.time_embed(features.to(dtype))[:, None]
+        if tokens.shape[0] != b:
+            raise VlaexpError(f"batch has {b} images per camera but {tokens.shape[0]} frame_index")
+        if self.training and self.config.time_dropout:
+            drop = torch.rand(b, 1, 1, device=tokens.device) < self.config.time_dropout
+            tokens = torch.where(drop, self.time_null.to(dtype), tokens)
+        return tokens
 
     def lm_hidden(
         self, image_tokens: torch.Tensor, tokens: torch.Tensor, text_mask: torch.Tensor
@@ -228,19 +248,16 @@ class ValueFunction(SavesPretrained, pl.LightningModule):
             inputs_embeds=embeds, attention_mask=mask.long(), use_cache=False
         ).last_hidden_state
 
-    def logits(self, batch: dict[str, Any]) -> torch.Tensor:
-        """float[B, n_bins] of a batch's images and ``task`` texts."""
+    def logits(self, batch: dict[str, Any], use_step: bool = True) -> torch.Tensor:
+        """float[B, n_bins] of a batch's images and ``task`` texts (and its steps, for a
+        value function that reads them, unless ``use_step`` is false: see :meth:`time_token`)."""
         images = self._images(batch)  # [C, B, ...]
         b = images.shape[1]
         if len(batch["task"]) != b:
             raise VlaexpError(f"batch has {b} images per camera but {len(batch['task'])} tasks")
         image_tokens = self.image_tokens(images.transpose(0, 1))
         if self.time_embed is not None:
-            time = self.time_token(batch)
-            if time.shape[0] != b:
-                raise VlaexpError(
-                    f"batch has {b} images per camera but {time.shape[0]} frame_index"
-                )
+            time = self.time_token(batch, b, use_step)
             image_tokens = torch.cat([image_tokens, time.to(image_tokens.dtype)], dim=1)
         tokens, text_mask = tokenize(
             self.tokenizer, list(batch["task"]), self.config.tokenizer_max_length
@@ -269,9 +286,11 @@ class ValueFunction(SavesPretrained, pl.LightningModule):
         return loss, {"mae": float((expected.detach() - values).abs().mean())}
 
     @torch.no_grad()
-    def predict_value(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def predict_value(
+        self, batch: dict[str, Any], use_step: bool = True
+    ) -> dict[str, torch.Tensor]:
         """``expected`` float[B] (sum_b p_b v_b) and ``probs`` float[B, n_bins]."""
-        probs = self.logits(batch).float().softmax(-1)
+        probs = self.logits(batch, use_step).float().softmax(-1)
         return {"expected": (probs * self.bin_values).sum(-1), "probs": probs}
 
     # ----- training -------------------------------------------------------------------------
@@ -317,7 +336,7 @@ class ValueFunction(SavesPretrained, pl.LightningModule):
 # What a value function's inputs and outputs mean: a checkpoint that differs in these is refused.
 _OUTPUT_FIELDS = ("n_bins", "value_range", "cameras", "image_size", "time_horizon")
 # Training settings a run may change when it starts from a saved value function.
-_TRAINING_FIELDS = ("loss", "sigma_bins", "c_fail", "optimizer", "scheduler")
+_TRAINING_FIELDS = ("loss", "sigma_bins", "c_fail", "time_dropout", "optimizer", "scheduler")
 
 
 def load_value_function(path: str | Path, setting: str = "policy.path") -> ValueFunction:
@@ -366,6 +385,11 @@ def make_value_function(cfg: DictConfig | dict[str, Any] | ValueFunctionConfig) 
                 f"policy.{name}={want} but the value function at '{config.path}' (policy.path) "
                 f"was trained with {name}={have}"
             )
+    if config.time_dropout and model.time_null is None:
+        raise ConfigError(
+            f"policy.time_dropout={config.time_dropout} but the value function at '{config.path}' "
+            "(policy.path) was trained without it and has no 'step unknown' token to train"
+        )
     for name in _TRAINING_FIELDS:
         setattr(model.config, name, getattr(config, name))
     return model.train()

@@ -1,5 +1,5 @@
 """Stages `value_eval` (the value function's metrics on the test split, as JSON, and its
-per-frame predictions, as CSV) and
+per-frame predictions on the test and validation splits, as CSV) and
 `value_advantage` (advantages of every frame, in a derived LeRobotDataset)."""
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 METRICS_FILE = "value_eval.json"
 PREDICTIONS_FILE = "value_predictions.csv"  # per test frame: what the metrics are computed from
+# per validation frame, the same columns: what a calibration of the predictions may be fitted on
+# without touching the test episodes
+VAL_PREDICTIONS_FILE = "value_predictions_val.csv"
 
 
 def _value_function(ctx: RunContext, stage: str):
@@ -58,31 +61,40 @@ def run_datamodule(ctx: RunContext):
     return datamodule
 
 
-def _predict(model, loader) -> dict[int, dict[str, list]]:
-    """Per episode, in loader order: frame indices, logits and value labels."""
+def _predict(model, loader, without_step: bool = False) -> dict[int, dict[str, list]]:
+    """Per episode, in loader order: frame indices, logits and value labels (and, with
+    ``without_step``, the logits of the same frames with the step unknown: ``policy.time_dropout``)."""
     out: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     with torch.no_grad():
         for batch in loader:
             logits = model.logits(batch).float().cpu()
+            blind = model.logits(batch, use_step=False).float().cpu() if without_step else None
             for i, ep in enumerate(batch["episode_index"].tolist()):
                 out[ep]["frame"].append(int(batch["frame_index"][i]))
                 out[ep]["logits"].append(logits[i])
                 out[ep]["value"].append(batch["value"][i])
+                if blind is not None:
+                    out[ep]["logits_no_step"].append(blind[i])
     return out
 
 
 def write_predictions(path: Path, predicted: dict[int, dict[str, list]], outcomes: dict) -> None:
-    """One row per frame: episode, frame, success, true value, expected predicted value."""
+    """One row per frame: episode, frame, success, true value, expected predicted value (and
+    the expected value predicted without the step, where :func:`_predict` made it)."""
+    no_step = any("logits_no_step" in p for p in predicted.values())
     with open(path, "w", newline="") as f:
         out = csv.writer(f)
-        out.writerow(["episode_index", "frame_index", "success", "value", "expected_value"])
+        header = ["episode_index", "frame_index", "success", "value", "expected_value"]
+        out.writerow(header + ["expected_value_no_step"] * no_step)
         for e in sorted(predicted):
-            expected = expected_value(torch.stack(predicted[e]["logits"])).tolist()
+            columns = [expected_value(torch.stack(predicted[e]["logits"])).tolist()]
+            if no_step:
+                columns.append(expected_value(torch.stack(predicted[e]["logits_no_step"])).tolist())
             ok = int(bool(outcomes[e]["success"]))
-            for frame, value, ev in zip(
-                predicted[e]["frame"], predicted[e]["value"], expected, strict=True
+            for frame, value, *ev in zip(
+                predicted[e]["frame"], predicted[e]["value"], *columns, strict=True
             ):
-                out.writerow([e, frame, ok, f"{float(value):.6f}", f"{ev:.6f}"])
+                out.writerow([e, frame, ok, f"{float(value):.6f}", *(f"{v:.6f}" for v in ev)])
 
 
 def eval_stage(ctx: RunContext) -> None:
@@ -96,19 +108,31 @@ def eval_stage(ctx: RunContext) -> None:
     datamodule.setup("test")
     if "test" not in datamodule.datasets:
         raise ConfigError("value_eval: the test split is empty (data.split gives it no episodes)")
-    predicted = _predict(model, datamodule.test_dataloader())
+    # a value function trained with policy.time_dropout also predicts with the step unknown
+    without_step = getattr(model, "time_null", None) is not None
+    predicted = _predict(model, datamodule.test_dataloader(), without_step)
     episodes = sorted(predicted)
-    metrics = value_metrics(
-        [torch.stack(predicted[e]["logits"]) for e in episodes],
-        [torch.stack(predicted[e]["value"]).numpy().astype(np.float64) for e in episodes],
-        [bool(datamodule.outcomes[e]["success"]) for e in episodes],
-        [datamodule.outcomes[e].get("fault_frame") for e in episodes],
-        [failure_kind(datamodule.outcomes[e]) for e in episodes],
-    )
+
+    def metrics_of(key: str) -> dict:
+        return value_metrics(
+            [torch.stack(predicted[e][key]) for e in episodes],
+            [torch.stack(predicted[e]["value"]).numpy().astype(np.float64) for e in episodes],
+            [bool(datamodule.outcomes[e]["success"]) for e in episodes],
+            [datamodule.outcomes[e].get("fault_frame") for e in episodes],
+            [failure_kind(datamodule.outcomes[e]) for e in episodes],
+        )
+
+    metrics = metrics_of("logits")
     frames = sum(len(p["value"]) for p in predicted.values())
     result = {"episodes": episodes, "frames": frames, **metrics}
+    if without_step:
+        result["without_step"] = metrics_of("logits_no_step")
+        ctx.log_metrics({f"value_eval_no_step/{k}": v for k, v in result["without_step"].items()})
     (ctx.run_dir / METRICS_FILE).write_text(json.dumps(result, indent=2))
     write_predictions(ctx.run_dir / PREDICTIONS_FILE, predicted, datamodule.outcomes)
+    if "val" in datamodule.datasets:
+        val = _predict(model, datamodule.split_dataloader("val"), without_step)
+        write_predictions(ctx.run_dir / VAL_PREDICTIONS_FILE, val, datamodule.outcomes)
     ctx.log_metrics({f"value_eval/{k}": v for k, v in metrics.items()})
     images = {}
     for e in episodes[: cfg.policy.plot_episodes]:
@@ -121,6 +145,8 @@ def eval_stage(ctx: RunContext) -> None:
         )
     log_to_wandb(ctx.wandb_run, images)
     log.info("Value function on %d test episodes: %s", len(episodes), metrics)
+    if without_step:
+        log.info("... the same with the step unknown: %s", result["without_step"])
 
 
 def advantage_stage(ctx: RunContext) -> None:
