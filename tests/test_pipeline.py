@@ -205,6 +205,89 @@ def test_collect_in_worker_processes_writes_the_same_dataset_as_in_process(
         collect_demonstrations(suite, tmp_path / "x", "test/x", cams, 1, n_workers=2)
 
 
+def test_background_writer_keeps_order_and_never_loses_a_failure() -> None:
+    """The recording's writer thread: writes in submission order, holds at most max_pending
+    waiting, and a failed write is raised in the caller's thread (at the next submit or at
+    close), with nothing written after it."""
+    import threading
+
+    from vlaexp.data.collect import BackgroundWriter
+
+    started, gate, written = threading.Event(), threading.Event(), []
+
+    def write(i: int, tag: str = "") -> None:
+        started.set()
+        gate.wait()
+        if i == 3:
+            raise OSError("disk full")
+        written.append((i, tag))
+
+    writer = BackgroundWriter(write, max_pending=2)
+    writer.submit(0, tag="a")
+    assert started.wait(timeout=5)  # taken by the thread, which waits at the gate
+    writer.submit(1)
+    writer.submit(2)  # the queue is full now (2 waiting)
+    blocked = threading.Thread(target=writer.submit, args=(3,))
+    blocked.start()
+    blocked.join(timeout=0.3)
+    assert blocked.is_alive()  # a third waiting submission blocks until the thread takes one
+    gate.set()
+    blocked.join(timeout=5)
+    assert not blocked.is_alive()
+    with pytest.raises(RuntimeError, match=r"writing an episode failed: OSError\('disk full'\)"):
+        for i in range(4, 1000):  # the failure reaches the caller (queue bounded at 2)
+            writer.submit(i)
+    with pytest.raises(RuntimeError, match="disk full"):
+        writer.close()
+    assert written == [(0, "a"), (1, ""), (2, "")]  # in order, and nothing after the failure
+    ok = BackgroundWriter(lambda i: written.append((i, "ok")), max_pending=1)
+    for i in range(5):
+        ok.submit(i)
+    ok.close()
+    ok.close()  # closing twice is harmless
+    assert written[3:] == [(i, "ok") for i in range(5)]
+
+
+def test_recording_in_the_background_writes_what_writing_in_line_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer thread and LeRobot's image threads change when frames are written, not
+    what: every column (the PNG bytes too) and the episode records are those of writing each
+    episode in line, one frame after another."""
+    import pyarrow.parquet as pq
+    from omegaconf import OmegaConf
+
+    import vlaexp.data.collect as collect
+    from vlaexp.config.compose import compose_config
+    from vlaexp.sim.factory import make_task_suite
+
+    cams = ["agentview", "wrist"]
+    cfg = compose_config(["task_suite=tabletop_spatial", "task_suite.resolution=32"]).task_suite
+
+    class InLine:  # the writer as it was: each write in the caller's thread, at once
+        def __init__(self, write, max_pending: int) -> None:
+            self.submit, self.close = write, lambda: None
+
+    def record(name: str) -> Path:
+        suite = make_task_suite(OmegaConf.to_container(cfg, resolve=True), cams)
+        collect.collect_demonstrations(
+            suite, tmp_path / name, "test/bg", cams, 2, task_ids=[0, 1], use_videos=False
+        )
+        return tmp_path / name
+
+    background = record("background")
+    monkeypatch.setattr(collect, "BackgroundWriter", InLine)
+    monkeypatch.setattr(collect, "IMAGE_WRITER_THREADS", 0)
+    in_line = record("in_line")
+    (a,), (b,) = (sorted((root / "data").rglob("*.parquet")) for root in (background, in_line))
+    ta, tb = pq.read_table(a), pq.read_table(b)
+    assert ta.num_rows == tb.num_rows > 4 * 20 and ta.schema.names == tb.schema.names
+    for name in ta.schema.names:  # images are stored as PNG bytes in the parquet file
+        assert ta[name].equals(tb[name]), name
+    for f in ("meta/vlaexp_episodes.jsonl", "meta/stats.json", "meta/info.json"):
+        assert (background / f).read_text() == (in_line / f).read_text(), f
+
+
 def test_sim_eval_callback_in_a_short_training_run(
     collected: tuple[Path, dict], tmp_path: Path
 ) -> None:

@@ -11,6 +11,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import queue
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,9 @@ from vlaexp.sim.rollout import Episode
 from vlaexp.sim.workers import SuiteSpec
 
 log = logging.getLogger(__name__)
+
+# threads of LeRobot's image writer while recording demonstrations (PNG encoding)
+IMAGE_WRITER_THREADS = 4
 
 
 def dataset_features(
@@ -57,16 +63,20 @@ class EpisodeRecorder:
         cameras: list[str],
         resolution: int,
         use_videos: bool = True,
+        image_writer_threads: int = 0,
     ) -> None:
         from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
         self.root = Path(root)
+        # image_writer_threads > 0: LeRobot's own writer encodes the PNG frames in that many
+        # threads (save_episode waits for them), instead of one after another in add_frame
         self.dataset = LeRobotDataset.create(
             repo_id,
             fps=fps,
             features=dataset_features(cameras, resolution, use_videos),
             root=root,
             use_videos=use_videos,
+            image_writer_threads=image_writer_threads,
         )
         self.records: list[dict[str, Any]] = []
 
@@ -96,11 +106,57 @@ class EpisodeRecorder:
         )
 
     def finalize(self) -> Path:
+        self.dataset.stop_image_writer()
         self.dataset.finalize()
         (self.root / EPISODES_SIDECAR).write_text(
             "".join(json.dumps(r) + "\n" for r in self.records)
         )
         return self.root
+
+
+class BackgroundWriter:
+    """Calls ``write(*args, **kwargs)`` for each :meth:`submit`, in order, in one thread of its own.
+
+    Recording is bound by this process's writing: LeRobot's ``save_episode`` computes each
+    episode's statistics (quantile histograms of every feature, images included) and the PNG
+    frames are encoded here, while the env workers wait in lockstep for the next batch. In a
+    thread the writing overlaps the next batch's rollouts (numpy and PIL release the GIL in
+    their kernels). The order, and so the dataset, is the same. At most ``max_pending``
+    submissions wait (memory: a 128 px episode of two cameras is ~10 MB); a failed write is
+    raised at the next :meth:`submit` or at :meth:`close`, never lost.
+    """
+
+    _DONE = object()
+
+    def __init__(self, write: Callable[..., Any], max_pending: int) -> None:
+        self._write = write
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, max_pending))
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="episode-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not self._DONE:
+            if self._error is None:  # after a failure, drain without writing
+                try:
+                    self._write(*item[0], **item[1])
+                except BaseException as e:  # re-raised in the caller's thread
+                    self._error = e
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"writing an episode failed: {self._error!r}") from self._error
+
+    def submit(self, *args: Any, **kwargs: Any) -> None:
+        self._raise()
+        self._queue.put((args, kwargs))
+
+    def close(self) -> None:
+        """Wait for every submitted write; raise the first failure."""
+        if self._thread.is_alive():
+            self._queue.put(self._DONE)
+            self._thread.join()
+        self._raise()
 
 
 def end_stalled_failure(ep: Episode, idle_steps: int | None) -> Episode:
@@ -183,7 +239,10 @@ def collect_demonstrations(
                 f"data.collect.action_noise_phases {unknown} are not phases of the "
                 f"'{built.name}' expert (valid: {list(built.expert_phases)})"
             )
-    recorder = EpisodeRecorder(root, repo_id, built.fps, cameras, built.resolution, use_videos)
+    recorder = EpisodeRecorder(
+        root, repo_id, built.fps, cameras, built.resolution, use_videos, IMAGE_WRITER_THREADS
+    )
+    writer = BackgroundWriter(recorder.add, max_pending=2 * max(1, n_workers))
     perturbation = dataclasses.asdict(built.perturbation) if hasattr(built, "perturbation") else {}
     per_task: dict[int, list[bool]] = {t: [] for t in task_ids}
 
@@ -192,7 +251,7 @@ def collect_demonstrations(
         ran = ep.steps
         ep = end_stalled_failure(ep, end_failures_after_idle)
         if ep.success or keep_failures:
-            recorder.add(
+            writer.submit(
                 ep,
                 steps_run=ran,  # > length where the recording ended at a stall
                 failure_mode=row["failure_mode"],
@@ -210,17 +269,20 @@ def collect_demonstrations(
                 episodes_per_task,
             )
 
-    SimRunner(
-        spec,
-        None,
-        task_ids=task_ids,
-        n_videos=0,
-        n_envs=n_workers,
-        seeds={t: built.train_seeds(t, episodes_per_task, seed_offset) for t in task_ids},
-        episode_sink=record,
-        expert_noise=action_noise,
-        expert_noise_phases=action_noise_phases,
-    ).run(ScriptedExpert())
+    try:
+        SimRunner(
+            spec,
+            None,
+            task_ids=task_ids,
+            n_videos=0,
+            n_envs=n_workers,
+            seeds={t: built.train_seeds(t, episodes_per_task, seed_offset) for t in task_ids},
+            episode_sink=record,
+            expert_noise=action_noise,
+            expert_noise_phases=action_noise_phases,
+        ).run(ScriptedExpert())
+    finally:
+        writer.close()
     recorder.finalize()
     return {
         "episodes": len(recorder.records),
