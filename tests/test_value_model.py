@@ -48,6 +48,18 @@ def make_batch(b: int = 4, size: int = 32, seed: int = 0) -> dict:
     return batch
 
 
+def countdown_batch() -> dict:
+    """A countdown to a 220-step limit (what a failure run to the limit is labelled): the same
+    images at six steps, so only the step tells the labels apart."""
+    steps = torch.tensor([0, 40, 80, 120, 160, 200])
+    same = make_batch(b=1, seed=2)
+    batch = {k: v.expand(6, *v.shape[1:]) for k, v in same.items() if torch.is_tensor(v)}
+    batch["task"] = same["task"] * 6
+    batch["frame_index"] = steps
+    batch["value"] = -(220 - steps.float()) / 220
+    return batch
+
+
 def overfit(model: ValueFunction, batch: dict, steps: int) -> tuple[torch.Tensor, dict]:
     """AdamW at 1e-3 on one fixed batch; the last step's loss and metrics."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -154,14 +166,7 @@ def test_a_checkpoint_with_other_bins_is_refused(tmp_path: Path) -> None:
 def test_time_input_reads_the_episode_step_and_learns_a_countdown_the_frames_lack(
     tmp_path: Path,
 ) -> None:
-    # a countdown to a time limit (what a failure run to the limit is labelled): the same
-    # images at every step, so only the step tells the labels apart
-    steps = torch.tensor([0, 40, 80, 120, 160, 200])
-    same = make_batch(b=1, seed=2)
-    batch = {k: v.expand(6, *v.shape[1:]) for k, v in same.items() if torch.is_tensor(v)}
-    batch["task"] = same["task"] * 6
-    batch["frame_index"] = steps
-    batch["value"] = -(220 - steps.float()) / 220
+    batch = countdown_batch()
 
     def fitted(*overrides: str) -> tuple[ValueFunction, float]:
         model = tiny(*overrides).train()
@@ -194,12 +199,7 @@ def test_time_input_reads_the_episode_step_and_learns_a_countdown_the_frames_lac
 def test_time_dropout_trains_one_model_to_predict_with_and_without_the_step(
     tmp_path: Path,
 ) -> None:
-    steps = torch.tensor([0, 40, 80, 120, 160, 200])
-    same = make_batch(b=1, seed=2)
-    batch = {k: v.expand(6, *v.shape[1:]) for k, v in same.items() if torch.is_tensor(v)}
-    batch["task"] = same["task"] * 6
-    batch["frame_index"] = steps
-    batch["value"] = -(220 - steps.float()) / 220
+    batch = countdown_batch()
     model = tiny("policy.time_horizon=220", "policy.time_dropout=0.5")
     # in training, each sample sees either its step or the "step unknown" token, about half each
     wide = make_batch(b=64, seed=3)
