@@ -41,14 +41,6 @@ def one(mode: str, episodes: int, workers: int) -> dict[str, float]:
     from vlaexp.config.compose import compose_config
     from vlaexp.sim.workers import SuiteSpec
 
-    if mode == "in_line":
-
-        class InLine:  # each write in the caller's thread, at once
-            def __init__(self, write, max_pending: int) -> None:
-                self.submit, self.close = write, lambda: None
-
-        collect.BackgroundWriter = InLine  # type: ignore[misc,assignment]
-        collect.IMAGE_WRITER_THREADS = 0
     suite = compose_config(["task_suite=tabletop_spatial", "task_suite.resolution=128"]).task_suite
     spec = SuiteSpec(OmegaConf.to_container(suite, resolve=True), CAMERAS)
     out = Path(tempfile.mkdtemp()) / "demos"
@@ -56,7 +48,7 @@ def one(mode: str, episodes: int, workers: int) -> dict[str, float]:
         start = time.perf_counter()
         summary = collect.collect_demonstrations(
             spec, out, "bench/collect", CAMERAS, episodes, task_ids=[0], use_videos=False,
-            n_workers=workers,
+            n_workers=workers, background_writing=mode == "background",
         )  # fmt: skip
         return {"seconds": time.perf_counter() - start, "episodes": summary["episodes"]}
     finally:

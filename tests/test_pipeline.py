@@ -240,6 +240,11 @@ def test_background_writer_keeps_order_and_never_loses_a_failure() -> None:
     with pytest.raises(RuntimeError, match="disk full"):
         writer.close()
     assert written == [(0, "a"), (1, ""), (2, "")]  # in order, and nothing after the failure
+    in_line = BackgroundWriter(lambda i: written.append((i, "in line")), max_pending=0)
+    in_line.submit(7)
+    assert written[-1] == (7, "in line")  # written at once, in this thread
+    in_line.close()
+    del written[-1]
     ok = BackgroundWriter(lambda i: written.append((i, "ok")), max_pending=1)
     for i in range(5):
         ok.submit(i)
@@ -248,37 +253,29 @@ def test_background_writer_keeps_order_and_never_loses_a_failure() -> None:
     assert written[3:] == [(i, "ok") for i in range(5)]
 
 
-def test_recording_in_the_background_writes_what_writing_in_line_does(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_recording_in_the_background_writes_what_writing_in_line_does(tmp_path: Path) -> None:
     """The writer thread and LeRobot's image threads change when frames are written, not
     what: every column (the PNG bytes too) and the episode records are those of writing each
-    episode in line, one frame after another."""
+    episode in line, one frame after another (``background_writing=False``)."""
     import pyarrow.parquet as pq
     from omegaconf import OmegaConf
 
-    import vlaexp.data.collect as collect
     from vlaexp.config.compose import compose_config
+    from vlaexp.data.collect import collect_demonstrations
     from vlaexp.sim.factory import make_task_suite
 
     cams = ["agentview", "wrist"]
     cfg = compose_config(["task_suite=tabletop_spatial", "task_suite.resolution=32"]).task_suite
 
-    class InLine:  # the writer as it was: each write in the caller's thread, at once
-        def __init__(self, write, max_pending: int) -> None:
-            self.submit, self.close = write, lambda: None
-
-    def record(name: str) -> Path:
+    def record(name: str, background: bool) -> Path:
         suite = make_task_suite(OmegaConf.to_container(cfg, resolve=True), cams)
-        collect.collect_demonstrations(
-            suite, tmp_path / name, "test/bg", cams, 2, task_ids=[0, 1], use_videos=False
-        )
+        collect_demonstrations(
+            suite, tmp_path / name, "test/bg", cams, 2, task_ids=[0, 1], use_videos=False,
+            background_writing=background,
+        )  # fmt: skip
         return tmp_path / name
 
-    background = record("background")
-    monkeypatch.setattr(collect, "BackgroundWriter", InLine)
-    monkeypatch.setattr(collect, "IMAGE_WRITER_THREADS", 0)
-    in_line = record("in_line")
+    background, in_line = record("background", True), record("in_line", False)
     (a,), (b,) = (sorted((root / "data").rglob("*.parquet")) for root in (background, in_line))
     ta, tb = pq.read_table(a), pq.read_table(b)
     assert ta.num_rows == tb.num_rows > 4 * 20 and ta.schema.names == tb.schema.names

@@ -123,17 +123,20 @@ class BackgroundWriter:
     thread the writing overlaps the next batch's rollouts (numpy and PIL release the GIL in
     their kernels). The order, and so the dataset, is the same. At most ``max_pending``
     submissions wait (memory: a 128 px episode of two cameras is ~10 MB); a failed write is
-    raised at the next :meth:`submit` or at :meth:`close`, never lost.
+    raised at the next :meth:`submit` or at :meth:`close`, never lost. ``max_pending=0``
+    writes in line instead: each :meth:`submit` in the caller's thread, at once (no thread).
     """
 
     _DONE = object()
 
     def __init__(self, write: Callable[..., Any], max_pending: int) -> None:
         self._write = write
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, max_pending))
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="episode-writer", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if max_pending > 0:
+            self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
+            self._thread = threading.Thread(target=self._run, name="episode-writer", daemon=True)
+            self._thread.start()
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not self._DONE:
@@ -149,11 +152,14 @@ class BackgroundWriter:
 
     def submit(self, *args: Any, **kwargs: Any) -> None:
         self._raise()
-        self._queue.put((args, kwargs))
+        if self._thread is None:
+            self._write(*args, **kwargs)
+        else:
+            self._queue.put((args, kwargs))
 
     def close(self) -> None:
         """Wait for every submitted write; raise the first failure."""
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
             self._queue.put(self._DONE)
             self._thread.join()
         self._raise()
@@ -200,6 +206,7 @@ def collect_demonstrations(
     action_noise: float = 0.0,
     action_noise_phases: list[str] | None = None,
     end_failures_after_idle: int | None = None,
+    background_writing: bool = True,
 ) -> dict[str, Any]:
     """Record ``episodes_per_task`` expert episodes of every task into a new dataset at ``root``.
 
@@ -213,7 +220,9 @@ def collect_demonstrations(
     dataset keeps the expert's own (corrective) actions; ``action_noise_phases`` limits the
     noise to those phases of the expert (None: all). ``end_failures_after_idle`` ends each
     failed episode's recording that many steps into the expert's first stall
-    (:func:`end_stalled_failure`).
+    (:func:`end_stalled_failure`). ``background_writing`` writes the episodes in a thread
+    beside the rollouts (:class:`BackgroundWriter`) and the PNG frames in LeRobot's image
+    threads; false writes each in line, one frame after another (the same dataset, slower).
     """
     if end_failures_after_idle is not None and end_failures_after_idle < 1:
         raise ValueError(
@@ -239,10 +248,12 @@ def collect_demonstrations(
                 f"data.collect.action_noise_phases {unknown} are not phases of the "
                 f"'{built.name}' expert (valid: {list(built.expert_phases)})"
             )
+    threads = IMAGE_WRITER_THREADS if background_writing else 0
     recorder = EpisodeRecorder(
-        root, repo_id, built.fps, cameras, built.resolution, use_videos, IMAGE_WRITER_THREADS
+        root, repo_id, built.fps, cameras, built.resolution, use_videos, threads
     )
-    writer = BackgroundWriter(recorder.add, max_pending=2 * max(1, n_workers))
+    pending = 2 * max(1, n_workers) if background_writing else 0
+    writer = BackgroundWriter(recorder.add, max_pending=pending)
     perturbation = dataclasses.asdict(built.perturbation) if hasattr(built, "perturbation") else {}
     per_task: dict[int, list[bool]] = {t: [] for t in task_ids}
 
