@@ -44,7 +44,10 @@
 # started ~27 min in, too late for the session. Plan ~35 min for this on H100s (experiments/rvq_adaptive).
 set -u -o pipefail
 R=/tmp/runs
-export EXPERIMENT=tabletop_spatial EPISODES=${EPISODES:-150} COLLECT_TAGS="-" DETACH=1 CALL_S=${CALL_S:-565}
+# COLLECT_TAGS=" ": nothing is recorded up front; the first job to need a dataset records it
+# (data.collect.n_workers in EXTRA) while the others wait on the cache's lock, so a recording
+# that outlasts a call is never cut off and lost, as the seventh session's was
+export EXPERIMENT=tabletop_spatial EPISODES=${EPISODES:-150} COLLECT_TAGS=${COLLECT_TAGS:-"-"} DETACH=1 CALL_S=${CALL_S:-565}
 export POLICIES=${POLICIES:-"pi05_small-flow rvq_policy_small-rvq rvq_policy_small-bb rvq_policy_small-cmp rvq_policy_small-cmpbb"}
 export EXTRA="callbacks.step_checkpoint.save_freq=500 ${EXTRA:-}" EXTRA_pi05_small="policy.compile=true ${EXTRA_pi05_small:-}"
 export EXP_rvq=rvq_policy_tabletop_spatial EXP_bb=rvq_policy_tabletop_spatial
