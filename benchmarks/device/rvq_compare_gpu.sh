@@ -42,6 +42,11 @@
 # finished task 0 only by COLLECT_S=480 and was lost; the flow job recorded both tasks again with
 # 12 workers in 7.8 min, then trained 3,000 steps in 8.9 min (62 s preload); the backbone job
 # started ~27 min in, too late for the session. Plan ~35 min for this on H100s (experiments/rvq_adaptive).
+# Measured (4x H100, eighth session: COLLECT_TAGS=" " EXTRA="data.collect.n_workers=28" EPISODES=300
+# beside two value jobs): the jobs' own recordings 7.4 min (600 demos) and 6.8 min (issue 7's 400
+# episodes) side by side, the tokenizer fit 1.7 min, the flow Pi0.5's 3,000 steps 10.3 min with
+# its preload, bb and bbhi's 2,000 steps 6.6 min each side by side, each comparison 1.8 min
+# (CMP_EPISODES=10, eight rows): every job ended in three calls, 1,703 s held.
 set -u -o pipefail
 R=/tmp/runs
 # COLLECT_TAGS=" ": nothing is recorded up front; the first job to need a dataset records it
