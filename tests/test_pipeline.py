@@ -285,6 +285,67 @@ def test_recording_in_the_background_writes_what_writing_in_line_does(tmp_path: 
         assert (background / f).read_text() == (in_line / f).read_text(), f
 
 
+def test_recording_in_shares_writes_what_one_process_does(tmp_path: Path) -> None:
+    """data.collect.writers: the episodes recorded in three processes (shares of 2, 1 and 1
+    episodes, the second task split between two) and merged give every column (the PNG bytes
+    too), episode index, task and record of one process's recording, and the statistics of
+    every observation, action and reward to rounding."""
+    import json
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from omegaconf import OmegaConf
+
+    from vlaexp.config.compose import compose_config
+    from vlaexp.data.collect import collect_demonstrations
+    from vlaexp.sim.workers import SuiteSpec
+
+    cams = ["agentview", "wrist"]
+    cfg = compose_config(["task_suite=tabletop_spatial", "task_suite.resolution=32"]).task_suite
+    spec = SuiteSpec(OmegaConf.to_container(cfg, resolve=True), cams)
+    summaries = {}
+    for w in (1, 3):
+        summaries[w] = collect_demonstrations(
+            spec, tmp_path / f"w{w}", "test/shares", cams, 2, task_ids=[0, 1],
+            use_videos=False, n_workers=w, writers=w,
+        )  # fmt: skip
+    assert summaries[1] == summaries[3] and summaries[3]["episodes"] == 4
+    one, shares = tmp_path / "w1", tmp_path / "w3"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w1", "w3"]  # no share left behind
+
+    def table(root: Path, sub: str) -> pa.Table:
+        return pa.concat_tables(pq.read_table(f) for f in sorted((root / sub).rglob("*.parquet")))
+
+    ta, tb = table(one, "data"), table(shares, "data")
+    assert ta.num_rows == tb.num_rows > 4 * 20 and ta.schema.names == tb.schema.names
+    for name in ta.schema.names:
+        assert ta[name].equals(tb[name]), name
+    tasks = "meta/tasks.parquet"
+    assert pq.read_table(one / tasks).equals(pq.read_table(shares / tasks))
+    ea, eb = table(one, "meta/episodes"), table(shares, "meta/episodes")
+    for name in ("episode_index", "tasks", "length", "dataset_from_index", "dataset_to_index"):
+        assert ea[name].equals(eb[name]), name
+    sidecar = "meta/vlaexp_episodes.jsonl"
+    assert (one / sidecar).read_text() == (shares / sidecar).read_text()
+    ia, ib = (json.loads((r / "meta/info.json").read_text()) for r in (one, shares))
+    for key in ("total_episodes", "total_frames", "total_tasks", "features", "fps"):
+        assert ia[key] == ib[key], key
+    sa, sb = (json.loads((r / "meta/stats.json").read_text()) for r in (one, shares))
+    assert sa.keys() == sb.keys()
+    # LeRobot's aggregate keeps each share's statistics of its bookkeeping columns (indices
+    # counted within the share); those of every observation, action and reward are the same
+    bookkeeping = {"index", "episode_index", "task_index"}
+    for feature in sa.keys() - bookkeeping:
+        for stat in sa[feature]:
+            np.testing.assert_allclose(
+                sa[feature][stat], sb[feature][stat], rtol=1e-6, atol=1e-9, err_msg=feature
+            )
+    assert {"observation.images.wrist", "action", "next.success"} <= sa.keys() - bookkeeping
+    with pytest.raises(ValueError, match="writers must be >= 1"):
+        collect_demonstrations(spec, tmp_path / "x", "test/x", cams, 1, writers=0)
+
+
 def test_sim_eval_callback_in_a_short_training_run(
     collected: tuple[Path, dict], tmp_path: Path
 ) -> None:

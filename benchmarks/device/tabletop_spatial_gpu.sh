@@ -46,6 +46,11 @@ COMMON="paths.root_dir=$R print_config=false data.collect.use_videos=false
  eval.n_episodes=$EVAL_EPISODES data.collect.episodes_per_task=$EPISODES rnd.visualize.video=false"
 # recording runs in env processes: as many as the machine's cores allow (the dataset is the same)
 WORKERS=${WORKERS:-$(( $(nproc) > 16 ? $(nproc) - 4 : 12 ))}
+# data.collect.writers: one process writes at most ~1.5 demos a second (LeRobot's save_episode
+# holds the GIL), which bound every recording up to the eighth session whatever the worker
+# count (0.74-0.76 s a demo with 12 or 28 workers); WRITERS processes each write a share.
+# For the jobs that record their own datasets (COLLECT_TAGS=" "): JOB_WRITERS, default 4
+COMMON="$COMMON data.collect.writers=${JOB_WRITERS:-4}"
 # EXTRA goes in too (before stages=[collect], which wins): overrides of the data, e.g.
 # data.collect.action_noise, change the dataset's cache key, and the training jobs must find
 # the dataset recorded here instead of recording it again with fewer workers each
@@ -116,6 +121,7 @@ else
     # session's 4x H100 recorded 300 demos of task 0 in COLLECT_S=480, and its jobs re-recorded
     # both tasks, 8 min late). rc 124: timeout's exit status
     { OMP_NUM_THREADS=1 timeout $COLLECT_S python3 -m vlaexp $(exp x-$t) $COMMON $EXTRA $X "stages=[collect]" data.collect.n_workers=$(( WORKERS / NT )) \
+      data.collect.writers=${WRITERS:-$(( WORKERS / NT / 4 > 1 ? WORKERS / NT / 4 : 1 ))} \
       hydra.run.dir=$R/collect_$t 2>&1; echo "[$t] recording exit status $?" > $R/collect_$t.rc; } | grep -E "expert successes|Built|rror" | sed "s/^/[$t] /" &
   done; wait
   for t in $TAGS; do

@@ -32,6 +32,10 @@ class CollectConfig:
     # Env processes the expert's episodes roll out in (spawned); the dataset does not depend
     # on it (episodes are written in seed order), so it is left out of the cache key.
     n_workers: int = 1
+    # Processes that write the dataset, each a contiguous share of the episodes with its share
+    # of n_workers, merged in order (LeRobot's aggregate_datasets): one process writes at most
+    # ~1.5 demos a second, whatever n_workers is. The same dataset: left out of the cache key.
+    writers: int = 1
 
 
 @dataclass

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 import vlaexp
 from vlaexp.data.collect import collect_demonstrations
@@ -19,23 +20,29 @@ log = logging.getLogger(__name__)
 COLLECT_FORMAT = 1
 
 
+def dataset_spec(cfg: DictConfig) -> dict[str, Any]:
+    """What determines the collect stage's dataset, its cache key: the task suite, the
+    cameras and the collect settings but how many processes record and write it."""
+    return {
+        "format": COLLECT_FORMAT,
+        "vlaexp": vlaexp.__version__,
+        "task_suite": OmegaConf.to_container(cfg.task_suite, resolve=True),
+        "cameras": list(cfg.camera.names),
+        "collect": {
+            k: v
+            for k, v in OmegaConf.to_container(cfg.data.collect, resolve=True).items()
+            if k not in ("n_workers", "writers")
+        },
+    }
+
+
 def collect_stage(ctx: RunContext) -> None:
     cfg = ctx.cfg
     if cfg.data.source != "collect":
         log.info("data.source=%s: nothing to collect", cfg.data.source)
         return
     cameras = list(cfg.camera.names)
-    spec = {
-        "format": COLLECT_FORMAT,
-        "vlaexp": vlaexp.__version__,
-        "task_suite": OmegaConf.to_container(cfg.task_suite, resolve=True),
-        "cameras": cameras,
-        "collect": {
-            k: v
-            for k, v in OmegaConf.to_container(cfg.data.collect, resolve=True).items()
-            if k != "n_workers"  # how many processes record it does not change the dataset
-        },
-    }
+    spec = dataset_spec(cfg)
 
     def build(tmp):
         spec = SuiteSpec(OmegaConf.to_container(cfg.task_suite, resolve=True), cameras)
@@ -51,6 +58,7 @@ def collect_stage(ctx: RunContext) -> None:
             keep_failures=c.keep_failures,
             task_ids=c.task_ids,
             n_workers=c.n_workers,
+            writers=c.writers,
             action_noise=c.action_noise,
             action_noise_phases=None
             if c.action_noise_phases is None
