@@ -344,6 +344,13 @@ def test_recording_in_shares_writes_what_one_process_does(tmp_path: Path) -> Non
     assert {"observation.images.wrist", "action", "next.success"} <= sa.keys() - bookkeeping
     with pytest.raises(ValueError, match="writers must be >= 1"):
         collect_demonstrations(spec, tmp_path / "x", "test/x", cams, 1, writers=0)
+    # bad settings are reported here, before any share starts, and nothing is left behind
+    with pytest.raises(ValueError, match=r"\['carrry'\] are not phases"):
+        collect_demonstrations(
+            spec, tmp_path / "x", "test/x", cams, 1, writers=2, action_noise=0.1,
+            action_noise_phases=["carrry"],
+        )  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w1", "w3"]
 
 
 def test_sim_eval_callback_in_a_short_training_run(

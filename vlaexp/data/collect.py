@@ -233,15 +233,6 @@ def collect_demonstrations(
     """
     if writers < 1:
         raise ValueError(f"data.collect.writers must be >= 1, got {writers}")
-    if writers > 1:
-        return _collect_sharded(
-            suite, root, repo_id, cameras, episodes_per_task, writers,
-            seed_offset=seed_offset, use_videos=use_videos, keep_failures=keep_failures,
-            task_ids=task_ids, n_workers=n_workers, action_noise=action_noise,
-            action_noise_phases=action_noise_phases,
-            end_failures_after_idle=end_failures_after_idle,
-            background_writing=background_writing,
-        )  # fmt: skip
     if end_failures_after_idle is not None and end_failures_after_idle < 1:
         raise ValueError(
             f"data.collect.end_failures_after_idle must be >= 1 or null, got {end_failures_after_idle}"
@@ -250,8 +241,10 @@ def collect_demonstrations(
     from vlaexp.sim.runner import SimRunner
 
     spec = suite if isinstance(suite, SuiteSpec) else SuiteSpec(None, cameras, suite=suite)
-    if n_workers > 1 and spec.config is None:
-        raise ValueError("n_workers > 1 needs a SuiteSpec with the suite's config to build it")
+    if (n_workers > 1 or writers > 1) and spec.config is None:
+        raise ValueError(
+            "n_workers > 1 and writers > 1 need a SuiteSpec with the suite's config to build it"
+        )
     built = spec.build()
     task_ids = list(built.task_ids) if task_ids is None else list(task_ids)
     unknown = sorted(set(task_ids) - set(built.task_ids))
@@ -266,6 +259,15 @@ def collect_demonstrations(
                 f"data.collect.action_noise_phases {unknown} are not phases of the "
                 f"'{built.name}' expert (valid: {list(built.expert_phases)})"
             )
+    if writers > 1:  # the settings checked above, before any process starts
+        return _collect_sharded(
+            spec, root, repo_id, cameras, episodes_per_task, writers,
+            seed_offset=seed_offset, use_videos=use_videos, keep_failures=keep_failures,
+            task_ids=task_ids, n_workers=n_workers, action_noise=action_noise,
+            action_noise_phases=action_noise_phases,
+            end_failures_after_idle=end_failures_after_idle,
+            background_writing=background_writing,
+        )  # fmt: skip
     threads = IMAGE_WRITER_THREADS if background_writing else 0
     recorder = EpisodeRecorder(
         root, repo_id, built.fps, cameras, built.resolution, use_videos, threads
@@ -359,8 +361,6 @@ def _collect_sharded(
     from lerobot.datasets.aggregate import aggregate_datasets
 
     spec = suite if isinstance(suite, SuiteSpec) else SuiteSpec(None, cameras, suite=suite)
-    if spec.config is None:
-        raise ValueError("data.collect.writers > 1 needs a SuiteSpec with the suite's config")
     built = spec.build()
     task_ids = list(built.task_ids) if options["task_ids"] is None else list(options["task_ids"])
     offset = options.pop("seed_offset")
