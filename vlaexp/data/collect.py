@@ -325,8 +325,14 @@ def log_task_successes(task_id: int, successes: list[bool]) -> None:
     log.info("task %d: %d/%d expert successes", task_id, sum(successes), len(successes))
 
 
-def _record_share(root: Path, repo_id: str, seeds: dict[int, list[int]], kwargs: dict) -> None:
-    """One process of a sharded recording (:func:`_collect_sharded`): its episodes into ``root``."""
+def _record_share(
+    share: int, root: Path, repo_id: str, seeds: dict[int, list[int]], kwargs: dict
+) -> None:
+    """One process of a sharded recording (:func:`_collect_sharded`): its episodes into
+    ``root``, its progress logged to stderr (a spawned process has no log handler of its own)."""
+    logging.basicConfig(
+        level=logging.INFO, format=f"[%(asctime)s][share {share}] %(message)s", force=True
+    )
     spec = SuiteSpec(kwargs.pop("suite_config"), kwargs["cameras"])
     collect_demonstrations(spec, root, repo_id, seeds=seeds, **kwargs)
 
@@ -385,7 +391,7 @@ def _collect_sharded(
         }
         shutil.rmtree(roots[k], ignore_errors=True)
         # not daemonic: a share spawns env worker processes of its own
-        proc = ctx.Process(target=_record_share, args=(roots[k], repo_id, seeds, kwargs))
+        proc = ctx.Process(target=_record_share, args=(k, roots[k], repo_id, seeds, kwargs))
         proc.start()
         procs.append(proc)
     try:
