@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -70,22 +69,18 @@ def main() -> int:
     if args.one:
         print(json.dumps(one(args.one, args.episodes, args.workers, args.writers)))
         return 0
-    from report import write
+    from report import fresh_process_runs, write
 
-    runs: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
-    for repeat in range(args.repeats):
-        for mode in MODES:
-            command = [sys.executable, __file__, "--one", mode]
-            command += ["--episodes", str(args.episodes), "--workers", str(args.workers)]
-            command += ["--writers", str(args.writers)]
-            out = subprocess.run(command, capture_output=True, text=True, check=True)
-            runs[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(f"repeat {repeat} {mode}: {runs[mode][-1]}", flush=True)
+    sizes = ["--episodes", str(args.episodes), "--workers", str(args.workers)]
+    runs = fresh_process_runs(
+        __file__, MODES, [*sizes, "--writers", str(args.writers)], args.repeats
+    )
+    # without it every fresh process compiles its imports anew (seconds here)
+    bytecode_cache = not os.environ.get("PYTHONDONTWRITEBYTECODE")
     med = {m: statistics.median(r["seconds"] for r in rs) for m, rs in runs.items()}
     ratios = {m: med[m] / med["in_line"] for m in MODES}
     results = {
-        "settings": vars(args)
-        | {"cpus": os.cpu_count(), "bytecode_cache": not os.environ.get("PYTHONDONTWRITEBYTECODE")},
+        "settings": vars(args) | {"cpus": os.cpu_count(), "bytecode_cache": bytecode_cache},
         "median_seconds": med,
         "over_in_line": ratios,
         "runs": runs,
@@ -95,7 +90,7 @@ def main() -> int:
         f"+ wrist, PNG frames) with {args.workers} env workers on {os.cpu_count()} CPUs "
         f"(`shares`: {args.writers} processes), each in a fresh process; medians of "
         f"{args.repeats} repeats, the modes alternating; Python bytecode cache "
-        f"{'off (every process compiles its imports)' if os.environ.get('PYTHONDONTWRITEBYTECODE') else 'on'}.",
+        f"{'on' if bytecode_cache else 'off (every process compiles its imports)'}.",
         "",
         "| writing | seconds | per demo (s) | vs in line |",
         "|---|---|---|---|",

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -77,29 +76,12 @@ def main() -> int:
         print(json.dumps(one(args.root, args.one, args.workers)))
         return 0
     from bench_datamodule import dataset
-    from report import write
+    from report import fresh_process_runs, write
 
     root = dataset(args.root, args.episodes_per_task)
-    runs: dict[str, list[dict[str, float]]] = {m: [] for m in METHODS}
-    for repeat in range(args.repeats):
-        for method in METHODS:
-            out = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--one",
-                    method,
-                    "--workers",
-                    str(args.workers),
-                    "--root",
-                    str(root),
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            runs[method].append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(f"repeat {repeat} {method}: {runs[method][-1]}", flush=True)
+    runs = fresh_process_runs(
+        __file__, METHODS, ["--workers", str(args.workers), "--root", str(root)], args.repeats
+    )
     med = {
         m: {k: statistics.median(r[k] for r in rs) for k in ("first_batch_s", "total_s")}
         for m, rs in runs.items()

@@ -53,3 +53,21 @@ def write(name: str, results: dict[str, Any], table: list[str], notes: str = "")
     (RESULTS / f"{name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(table))
     return RESULTS / f"{name}.json"
+
+
+def fresh_process_runs(
+    script: str, variants: tuple[str, ...], args: list[str], repeats: int
+) -> dict[str, list[dict[str, Any]]]:
+    """Each of ``variants`` measured ``repeats`` times, each time in a fresh process, the
+    variants alternating (drift hits them alike): ``python <script> --one <variant> *args``,
+    whose last line of output is its measurement as JSON."""
+    import subprocess
+
+    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+    for repeat in range(repeats):
+        for variant in variants:
+            command = [sys.executable, script, "--one", variant, *args]
+            out = subprocess.run(command, capture_output=True, text=True, check=True)
+            runs[variant].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(f"repeat {repeat} {variant}: {runs[variant][-1]}", flush=True)
+    return runs

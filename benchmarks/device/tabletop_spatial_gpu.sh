@@ -46,7 +46,7 @@ COMMON="paths.root_dir=$R print_config=false data.collect.use_videos=false
  eval.n_episodes=$EVAL_EPISODES data.collect.episodes_per_task=$EPISODES rnd.visualize.video=false"
 # recording runs in env processes: as many as the machine's cores allow (the dataset is the same)
 WORKERS=${WORKERS:-$(( $(nproc) > 16 ? $(nproc) - 4 : 12 ))}
-# data.collect.writers: one process writes at most ~1.5 demos a second (LeRobot's save_episode
+# data.collect.writers: one process writes at most ~1.6 demos a second (LeRobot's save_episode
 # holds the GIL), which bound every recording up to the eighth session whatever the worker
 # count (0.74-0.76 s a demo with 12 or 28 workers); WRITERS processes each write a share.
 # For the jobs that record their own datasets (COLLECT_TAGS=" "): JOB_WRITERS, default 4

@@ -34,7 +34,7 @@ class CollectConfig:
     n_workers: int = 1
     # Processes that write the dataset, each a contiguous share of the episodes with its share
     # of n_workers, merged in order (LeRobot's aggregate_datasets): one process writes at most
-    # ~1.5 demos a second, whatever n_workers is. The same dataset: left out of the cache key.
+    # ~1.6 demos a second, whatever n_workers is. The same dataset: left out of the cache key.
     writers: int = 1
 
 

@@ -349,7 +349,7 @@ def _collect_sharded(
     """``collect_demonstrations`` in ``writers`` processes, merged with LeRobot's
     ``aggregate_datasets``.
 
-    One process writes at most ~1.5 demos a second: LeRobot's ``save_episode`` (statistics,
+    One process writes at most ~1.6 demos a second: LeRobot's ``save_episode`` (statistics,
     parquet) holds the GIL for ~0.6 s of a 128 px two-camera demo here, against ~0.4 s of env
     worker time, so past a few env workers more of them stop helping, and a thread cannot
     lift that bound; other processes can. The episodes (training seeds, task-major: one
