@@ -35,6 +35,10 @@ COLUMNS = (
     "failures_fault_known",
     "spearman_median_failures",
     "spearman_pooled_successes",
+    "midpoint_auroc_past_only_bound",
+    "midpoint_mean_pred_successes",
+    "midpoint_mean_label_successes",
+    "midpoint_mean_pred_failures",
 )
 
 
@@ -99,6 +103,22 @@ def run_metrics(run: Path, records: dict[int, dict]) -> dict[str, float]:
             for e, (_, _, ok) in episodes.items()
         ],
     )
+    # what any model of the frames so far could reach: a failure whose scripted fault (alone,
+    # no action noise throughout) strikes after its midpoint frame looks like a success there
+    # (chance, 0.5); every other failure can be ranked below every success (1)
+    scores = []
+    for e, (true, _, ok) in episodes.items():
+        if ok:
+            continue
+        fault = fault_frame(records[e])
+        hidden = fault is not None and fault > len(true) // 2
+        scores.append(0.5 if hidden and not records[e].get("expert_action_noise") else 1.0)
+    metrics["midpoint_auroc_past_only_bound"] = float(np.mean(scores)) if scores else math.nan
+    # the predictions and labels at the midpoint frame, by outcome (where a model's AUROC is lost)
+    for name, want in (("successes", True), ("failures", False)):
+        mids = [(t[len(t) // 2], p[len(p) // 2]) for t, p, ok in episodes.values() if ok == want]
+        metrics[f"midpoint_mean_pred_{name}"] = float(np.mean([p for _, p in mids]))
+        metrics[f"midpoint_mean_label_{name}"] = float(np.mean([t for t, _ in mids]))
     if logged.is_file():  # the same figures as value_eval wrote, where it computed them
         old = json.loads(logged.read_text())
         for key, value in metrics.items():
