@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 from unittest import mock
 
 import pytest
@@ -346,21 +347,28 @@ def test_rvq_experiment_fits_trains_and_compares_decodings(tmp_path) -> None:
     # 10 steps, a chunk every 5 actions: 2 chunks per mode
     assert all(r["chunks"] == 2 and r["chunk_ms_median"] > 0 for r in rows.values())
     # the comparison's monitor is its run's, not the one saved with the policy: the same
-    # policy compared again at threshold 100 refines nothing in its adaptive row. Its flow
-    # row's path holds no policy: that row fails, after the RVQ rows' table is written
+    # policy compared again at threshold 100 refines nothing in its adaptive row, here of
+    # expected vectors alone (no argmax row: the dense expected row is the reference). Its
+    # flow row's path holds no policy: that row fails, after the RVQ rows' table is written
     out = run(
         "again",
         "tokenizer.monitor.threshold=100.0",
         "stages=[rvq_compare]",
+        "rvq_compare.modes=[]",
+        "rvq_compare.expected_modes=[dense,adaptive]",
         f"policy.path={tmp_path / 'run'}",
         f"rvq_compare.flow_policy={tmp_path / 'run' / 'tokenizer'}",
     )
     assert out.returncode != 0 and "rvq_compare.flow_policy" in out.stderr, out.stderr[-3000:]
     again = json.loads((tmp_path / "again" / "rvq_compare" / "comparison.json").read_text())
-    assert [r["decoding"] for r in again["rows"]] == ["dense", "coarse", "adaptive"]
-    assert "| adaptive | " in (tmp_path / "again" / "rvq_compare" / "comparison.md").read_text()
+    assert [r["decoding"] for r in again["rows"]] == ["dense_expected", "adaptive_expected"]
+    md = (tmp_path / "again" / "rvq_compare" / "comparison.md").read_text()
+    assert "| adaptive_expected | " in md
     assert again["monitor"]["threshold"] == 100.0
-    assert next(r for r in again["rows"] if r["decoding"] == "adaptive")["refined_share"] == 0.0
+    dense_e, adaptive_e = again["rows"]
+    assert adaptive_e["refined_share"] == 0.0 and adaptive_e["mean_layers"] == 2.0
+    assert adaptive_e["code_decoding"] == "expected" and dense_e["mean_layers"] == 4.0
+    assert dense_e["step_latency_vs_dense"] == 1.0
     saved = json.loads(
         (tmp_path / "run" / "checkpoints" / "last" / "pretrained_model" / "config.json").read_text()
     )
@@ -380,6 +388,25 @@ def test_compare_monitor_rows_are_checked_before_any_row_runs():
     ]:
         with pytest.raises(ConfigError, match=re.escape(says)):
             compare.monitor_rows([bad])
+
+
+def test_compare_with_no_row_to_run_says_so_before_loading_anything():
+    cfg = OmegaConf.create(
+        {
+            "rvq_compare": {
+                "modes": [],
+                "thresholds": [],
+                "monitors": [],
+                "expected_modes": [],
+                "flow_policy": None,
+            }
+        }
+    )
+    with pytest.raises(ConfigError, match="no row to run"):
+        compare.compare_stage(SimpleNamespace(cfg=cfg))
+    cfg.rvq_compare.modes = ["dense", "fine"]
+    with pytest.raises(ConfigError, match=re.escape("rvq_compare.modes must be a list")):
+        compare.compare_stage(SimpleNamespace(cfg=cfg))
 
 
 def test_compare_steady_rate_leaves_out_the_first_chunk():

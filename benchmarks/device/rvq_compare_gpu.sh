@@ -83,10 +83,16 @@ CMP="stages=[rvq_compare] eval.n_episodes=${CMP_EPISODES:-15} rvq_compare.flow_p
 rvq_compare.thresholds=${CMP_THRESHOLDS:-[2.0,3.0]} rvq_compare.monitors=${CMP_MONITORS:-[]}
 rvq_compare.expected_modes=${CMP_EXPECTED:-[]}"
 export EXTRA_cmp="$CMP policy.path=$R/rvq_policy_small-rvq" WAIT_cmp="$R/rvq_policy_small-rvq.rc $R/pi05_small-flow.rc"
-export EXTRA_cmpbb="$CMP policy.path=$R/rvq_policy_small-bb" WAIT_cmpbb="$R/rvq_policy_small-bb.rc $R/pi05_small-flow.rc"
+export EXTRA_cmpbb="$CMP policy.path=$R/rvq_policy_small-bb ${CMPBB:-}" WAIT_cmpbb="$R/rvq_policy_small-bb.rc $R/pi05_small-flow.rc"
+# rvq_policy_small-cmpbbx: a second comparison of the backbone job's policy on another card,
+# with CMPX's overrides (CMPBB's are the first job's alone), so that one comparison's rows run on two cards side by
+# side (the same seeds in each); e.g. the RVQ rows of expected vectors in one and the argmax
+# dense and flow rows in the other:
+#   CMPBB="rvq_compare.modes=[] rvq_compare.flow_policy=null" CMPX="rvq_compare.modes=[dense] rvq_compare.expected_modes=[]"
+export EXP_cmpbbx=rvq_policy_tabletop_spatial WAIT_cmpbbx="$WAIT_cmpbb" EXTRA_cmpbbx="$CMP policy.path=$R/rvq_policy_small-bb ${CMPX:-}"
 export EXTRA_cmpbbhi="$CMP policy.path=$R/rvq_policy_small-bbhi" WAIT_cmpbbhi="$R/rvq_policy_small-bbhi.rc $R/pi05_small-flow.rc"
 bash benchmarks/device/tabletop_spatial_gpu.sh "[0,1]" 00:02:00:00 99999
-for p in rvq_policy_small-cmp rvq_policy_small-cmpbb rvq_policy_small-cmpbbhi; do
+for p in rvq_policy_small-cmp rvq_policy_small-cmpbb rvq_policy_small-cmpbbx rvq_policy_small-cmpbbhi; do
   cat $R/$p/rvq_compare/comparison.md 2>/dev/null
 done
 ALL=1; for p in $POLICIES; do test -e $R/$p.rc || ALL=0; done

@@ -145,9 +145,8 @@ def compare_stage(ctx: RunContext) -> None:
     from vlaexp.policies.rvq import DECODINGS, RVQPolicy
 
     cfg = ctx.cfg
-    modes = list(cfg.rvq_compare.modes)
-    bad = [m for m in modes if m not in DECODINGS]
-    if bad or not modes:
+    modes = list(cfg.rvq_compare.modes or [])
+    if any(m not in DECODINGS for m in modes):
         raise ConfigError(f"rvq_compare.modes must be a list of {list(DECODINGS)}, got {modes}")
     if any(float(t) < 0 for t in cfg.rvq_compare.thresholds or []):
         raise ConfigError(f"rvq_compare.thresholds must be >= 0, got {cfg.rvq_compare.thresholds}")
@@ -155,6 +154,14 @@ def compare_stage(ctx: RunContext) -> None:
     if any(m not in DECODINGS for m in expected_modes):
         raise ConfigError(
             f"rvq_compare.expected_modes must be a list of {list(DECODINGS)}, got {expected_modes}"
+        )
+    # `modes` may be empty where other rows are asked for (one machine's cards splitting one
+    # comparison's rows between jobs), never all of them
+    rc = cfg.rvq_compare
+    if not (modes or expected_modes or rc.thresholds or rc.get("monitors") or rc.flow_policy):
+        raise ConfigError(
+            "rvq_compare has no row to run: rvq_compare.modes, .thresholds, .monitors and "
+            ".expected_modes are empty and .flow_policy is unset"
         )
     path = ctx.artifacts.get("policy") or cfg.policy.path
     if path is None:
@@ -233,8 +240,11 @@ def compare_stage(ctx: RunContext) -> None:
 
 
 def with_ratios_to_dense(rows: list[dict[str, Any]]) -> None:
-    """Each row's latency and success against the dense row's, once there is one."""
-    dense = next((r for r in rows if r["decoding"] == "dense"), None)
+    """Each row's latency and success against the dense row's, once there is one (the dense
+    row of expected vectors where no argmax one ran)."""
+    dense = next((r for r in rows if r["decoding"] == "dense"), None) or next(
+        (r for r in rows if r["decoding"] == "dense_expected"), None
+    )
     for r in rows:
         if dense and dense["chunk_ms_median"]:
             r["latency_vs_dense"] = r["chunk_ms_median"] / dense["chunk_ms_median"]
