@@ -91,8 +91,24 @@ export EXTRA_cmpbb="$CMP policy.path=$R/rvq_policy_small-bb ${CMPBB:-}" WAIT_cmp
 #   CMPBB="rvq_compare.modes=[] rvq_compare.flow_policy=null" CMPX="rvq_compare.modes=[dense] rvq_compare.expected_modes=[]"
 export EXP_cmpbbx=rvq_policy_tabletop_spatial WAIT_cmpbbx="$WAIT_cmpbb" EXTRA_cmpbbx="$CMP policy.path=$R/rvq_policy_small-bb ${CMPX:-}"
 export EXTRA_cmpbbhi="$CMP policy.path=$R/rvq_policy_small-bbhi" WAIT_cmpbbhi="$R/rvq_policy_small-bbhi.rc $R/pi05_small-flow.rc"
+# CHAINS="0 1 2": the whole chain once per training seed, side by side, since one training run
+# is not the recipe (the ninth session's flow Pi0.5 and bb, same recipe and data as the
+# eighth's and the same offline figures to the third digit, scored 8 and 13 of the 20 seeds
+# where the eighth's scored 15 and 19): for each k, pi05_small-flow<k> (seed=k), then
+# rvq_policy_small-bbc<k> (seed=k, on flow<k>'s backbone, TOK_JOB's tokenizer) trains and runs
+# its comparison in the same job (the rows of CMP_*, then CMPC's overrides, and flow<k>'s row),
+# so three chains and the tokenizer job are 7 jobs, inside the 8 files a call returns:
+#   CHAINS="0 1 2" TOK_JOB=rvq_policy_small-tok POLICIES="rvq_policy_small-tok pi05_small-flow0 pi05_small-flow1 \
+#     pi05_small-flow2 rvq_policy_small-bbc0 rvq_policy_small-bbc1 rvq_policy_small-bbc2" ...
+for k in ${CHAINS:-}; do
+  export "EXTRA_flow$k=stages=[collect,train] seed=$k" "EXP_bbc$k=rvq_policy_tabletop_spatial"
+  export "WAIT_bbc$k=$R/pi05_small-flow$k.rc $TOK/tokenizer/tokenizer.pt"
+  export "EXTRA_bbc$k=${EXTRA_bb//pi05_small-flow/pi05_small-flow$k} seed=$k ${CMP//pi05_small-flow/pi05_small-flow$k} \
+stages=[collect,train,rvq_compare] ${CMPC:-}"
+done
 bash benchmarks/device/tabletop_spatial_gpu.sh "[0,1]" 00:02:00:00 99999
-for p in rvq_policy_small-cmp rvq_policy_small-cmpbb rvq_policy_small-cmpbbx rvq_policy_small-cmpbbhi; do
+for p in rvq_policy_small-cmp rvq_policy_small-cmpbb rvq_policy_small-cmpbbx rvq_policy_small-cmpbbhi \
+  $(for k in ${CHAINS:-}; do echo rvq_policy_small-bbc$k; done); do
   cat $R/$p/rvq_compare/comparison.md 2>/dev/null
 done
 ALL=1; for p in $POLICIES; do test -e $R/$p.rc || ALL=0; done
