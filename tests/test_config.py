@@ -40,6 +40,7 @@ TINY_TWIN = {
     "value_tabletop_perturbed": GPU_VALUE_TWIN,
     "value_tabletop_perturbed_time": GPU_VALUE_TWIN,
     "value_tabletop_perturbed_time_drop": GPU_VALUE_TWIN,
+    "value_tabletop_perturbed_time_drop_history": GPU_VALUE_TWIN,
 }
 
 
@@ -60,6 +61,7 @@ def test_experiment_files_are_found() -> None:
         ("rvq_policy_tabletop_spatial", "tabletop_spatial"),  # RVQ policy and its flow Pi0.5
         ("value_tabletop_perturbed_time", "value_tabletop_perturbed"),  # the time input's A/B
         ("value_tabletop_perturbed_time_drop", "value_tabletop_perturbed"),  # and its dropout
+        ("value_tabletop_perturbed_time_drop_history", "value_tabletop_perturbed"),  # and history
     ],
 )
 def test_compared_experiments_record_one_dataset(pair: tuple[str, str]) -> None:

@@ -196,6 +196,102 @@ def test_time_input_reads_the_episode_step_and_learns_a_countdown_the_frames_lac
         tiny("policy.time_horizon=0")
 
 
+def motion_batch() -> dict:
+    """Six samples whose current frames are one image and whose earlier frames differ: three
+    came from a still scene (the same image), three from a moving one (another image), labelled
+    -0.1 and -0.9. Only the earlier frame tells them apart."""
+    now, before = make_batch(b=1, seed=3), make_batch(b=1, seed=4)
+    batch = {}
+    for cam in CAMERAS:
+        key = f"observation.images.{cam}"
+        still = torch.stack([now[key][0], now[key][0]])  # [T=2, 3, S, S], the oldest first
+        moving = torch.stack([before[key][0], now[key][0]])
+        batch[key] = torch.stack([still] * 3 + [moving] * 3)
+    batch["task"] = now["task"] * 6
+    batch["value"] = torch.tensor([-0.1] * 3 + [-0.9] * 3)
+    return batch
+
+
+def test_frame_history_tells_apart_frames_that_differ_only_in_how_they_moved(
+    tmp_path: Path,
+) -> None:
+    batch = motion_batch()
+    current = {k: v[:, -1] if k.startswith("observation.images.") else v for k, v in batch.items()}
+    model = tiny("policy.frame_history=[4]").train()
+    _, info = overfit(model, batch, 80)
+    blind = tiny().train()
+    _, blind_info = overfit(blind, current, 80)
+    assert blind_info["mae"] > 0.3  # one value for labels 0.8 apart
+    assert info["mae"] < 0.1
+    model.eval()
+    expected = model.predict_value(batch)["expected"]
+    assert (expected[:3] > expected[3:] + 0.5).all()
+    # each frame enters as image tokens of its own: T times a camera's
+    n = model.image_tokens(batch["observation.images.agentview"][:1, :1]).shape[1]
+    two = model.image_tokens(batch["observation.images.agentview"][:1]).shape[1]
+    assert two == 2 * n
+    # single frames to a model that reads two is a clear error, as is the reverse
+    with pytest.raises(VlaexpError, match=r"float\[B, 2, 3, 32, 32\].*frame_history=\[4\]"):
+        model.logits(current)
+    with pytest.raises(VlaexpError, match=r"float\[B, 3, 32, 32\] \(policy.image_size\)"):
+        blind.logits(batch)
+    # what the history is belongs to the checkpoint: it reloads with it, another is refused
+    directory = model.save_pretrained(tmp_path / "pm")
+    torch.testing.assert_close(
+        load_value_function(directory).predict_value(batch)["expected"], expected, atol=0, rtol=0
+    )
+    with pytest.raises(ConfigError, match=r"policy.frame_history=\[2\] .* trained with"):
+        make_value_function({**value_cfg(), "frame_history": [2], "path": str(directory)})
+    for bad in ("[0]", "[4,4]", "[-1]"):
+        with pytest.raises(ConfigError, match=r"policy.frame_history lists distinct steps back"):
+            tiny(f"policy.frame_history={bad}")
+
+
+def test_frame_history_augments_a_samples_frames_alike() -> None:
+    from vlaexp.data.transforms import augment_images
+
+    frame = torch.rand(4, 3, 32, 32) * 2 - 1
+    frames = torch.stack([frame, frame], dim=1)  # [B, T=2, ...]: each sample's frames equal
+    out = augment_images(frames, generator=torch.Generator().manual_seed(0))
+    assert out.shape == frames.shape
+    torch.testing.assert_close(out[:, 0], out[:, 1], atol=0, rtol=0)  # one crop, one jitter
+    assert not torch.allclose(out[0, 0], out[1, 0])  # but each sample its own
+    # a sample's frames draw what its single frame would: the same generator, the same result
+    single = augment_images(frame, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out[:, 0], single, atol=1e-6, rtol=0)
+    model = tiny("policy.frame_history=[4]", "policy.augment.enabled=true").train()
+    images = model._images({f"observation.images.{c}": frames for c in CAMERAS})
+    assert images.shape == (2, 4, 2, 3, 32, 32) and not torch.equal(images[0], frames)
+    torch.testing.assert_close(images[:, :, 0], images[:, :, 1], atol=0, rtol=0)
+
+
+def test_datamodule_gives_each_frame_its_earlier_frames_clamped_to_its_episode(
+    collected: Path,
+) -> None:
+    dm = value_datamodule(collected, policy=("policy.frame_history=[1,3]",))
+    dm.setup("fit")
+    plain = value_datamodule(collected)
+    plain.setup("fit")
+    key = "observation.images.agentview"
+    for name in ("train", "test"):
+        frames = {  # the current frame of each (episode, step), from the plain DataModule
+            (int(s["episode_index"]), int(s["frame_index"])): s[key] for s in plain.datasets[name]
+        }
+        n = 0
+        for sample in dm.datasets[name]:
+            ep, t = int(sample["episode_index"]), int(sample["frame_index"])
+            images = sample[key]
+            assert images.shape == (3, 3, 32, 32)  # t - 3, t - 1, t
+            for i, back in enumerate((3, 1, 0)):
+                torch.testing.assert_close(images[i], frames[(ep, max(t - back, 0))])
+            n += 1
+        assert n == len(frames)
+    batch = next(iter(dm.train_dataloader()))
+    model = tiny("policy.frame_history=[1,3]")
+    loss, _ = model(batch)
+    assert torch.isfinite(loss)
+
+
 def test_time_dropout_trains_one_model_to_predict_with_and_without_the_step(
     tmp_path: Path,
 ) -> None:
@@ -321,7 +417,7 @@ def collected(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def value_datamodule(root: Path, *overrides: str):
+def value_datamodule(root: Path, *overrides: str, policy: tuple[str, ...] = ()):
     from vlaexp.data.datamodule import datamodule_from_config
 
     cfg = compose_config(
@@ -337,7 +433,7 @@ def value_datamodule(root: Path, *overrides: str):
             *overrides,
         ]
     )
-    return datamodule_from_config(cfg.data, OmegaConf.create(value_cfg("value_fn_tiny")))
+    return datamodule_from_config(cfg.data, OmegaConf.create(value_cfg("value_fn_tiny", *policy)))
 
 
 def test_datamodule_attaches_each_frames_value_label(collected: Path) -> None:

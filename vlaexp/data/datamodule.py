@@ -254,6 +254,7 @@ class LeRobotDataModule(pl.LightningDataModule):
         value_labels: bool = False,
         value_c_fail: float | None = None,
         value_n_bins: int = 201,
+        frame_history: list[int] | tuple[int, ...] = (),
     ) -> None:
         super().__init__()
         missing = [c for c in cameras if c not in camera_keys]
@@ -272,6 +273,9 @@ class LeRobotDataModule(pl.LightningDataModule):
         self.preload = preload
         self.value_labels = value_labels
         self.value_c_fail, self.value_n_bins = value_c_fail, value_n_bins
+        # steps back of each camera's earlier frames (a value function's policy.frame_history):
+        # its images then come as float[T, 3, S, S], the oldest first and the current frame last
+        self.frame_history = sorted({int(k) for k in frame_history}, reverse=True)
         # torchcodec needs system FFmpeg libraries; PyAV ships its own, so it works anywhere.
         self.video_backend = video_backend or "pyav"
         self.meta = open_metadata(repo_id, root)
@@ -332,10 +336,16 @@ class LeRobotDataModule(pl.LightningDataModule):
         # per split (its `episodes` argument) makes LeRobot 0.4.4 build an index map by
         # iterating a column through the torch transform, which decodes every image of the
         # split: seconds for 5k frames on an idle machine, ~4 minutes beside another job.
+        deltas = {self.action_key: [i / self.fps for i in range(self.chunk_size)]}
+        if self.frame_history:
+            # LeRobot clamps each query to the sample's episode: before the episode's start,
+            # its first frame stands in for the earlier ones
+            frames = [-k / self.fps for k in self.frame_history] + [0.0]
+            deltas |= {key: frames for key in self.camera_keys.values()}
         full = dataset_cls(
             self.meta.repo_id,
             root=self.meta.root,
-            delta_timestamps={self.action_key: [i / self.fps for i in range(self.chunk_size)]},
+            delta_timestamps=deltas,
             video_backend=self.video_backend,
         )
         values = None
@@ -459,4 +469,5 @@ def datamodule_from_config(
         value_labels=value_fn,
         value_c_fail=policy_cfg.c_fail if value_fn else None,
         value_n_bins=policy_cfg.n_bins if value_fn else 201,
+        frame_history=list(getattr(policy_cfg, "frame_history", None) or []) if value_fn else [],
     )

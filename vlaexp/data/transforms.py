@@ -48,7 +48,9 @@ def augment_images(
 ) -> torch.Tensor:
     """openpi's training augmentation of Pi0 images, with parameters drawn per image.
 
-    float[B, 3, S, S] in [-1, 1] -> the same. ``geometric``: a random crop of ``crop_scale``
+    float[B, 3, S, S] in [-1, 1] -> the same; float[B, T, 3, S, S] (a sample's T frames in
+    time) -> the same, with one set of parameters for a sample's frames, so that what moves
+    between them is the scene and not the crop. ``geometric``: a random crop of ``crop_scale``
     of each side at a random place, resized back to S, and a rotation by up to
     ``rotate_deg`` degrees (one bilinear resampling; what falls outside is black). Then
     colour jitter: brightness, contrast (around the image's mean grey) and saturation
@@ -58,14 +60,19 @@ def augment_images(
     per call, so per-image parameters would need a Python loop over the batch (hundreds of
     small kernels on a GPU per step); here the whole batch is a few batched ops.
     """
-    b = images.shape[0]
+    shape = images.shape
+    b, t = shape[0], (shape[1] if images.ndim == 5 else 1)
     dev = images.device
+
+    def per_frame(u: torch.Tensor) -> torch.Tensor:  # a sample's draw for each of its frames
+        return u.repeat_interleave(t, dim=0)
 
     def uniform(spread: float) -> torch.Tensor:
         u = torch.rand(b, device=dev, generator=generator) * 2.0 - 1.0
-        return 1.0 + spread * u
+        return per_frame(1.0 + spread * u)
 
-    x = (images.float() + 1.0) / 2.0
+    x = (images.float().reshape(b * t, *shape[-3:]) + 1.0) / 2.0
+    n = b * t
     if geometric:
         angle = torch.deg2rad(
             (torch.rand(b, device=dev, generator=generator) * 2.0 - 1.0) * rotate_deg
@@ -73,19 +80,20 @@ def augment_images(
         # affine_grid maps output coordinates in [-1, 1] to input ones: a crop of side
         # `crop_scale` centred at `shift` (inside the image), rotated by `angle`
         shift = (torch.rand(b, 2, device=dev, generator=generator) * 2.0 - 1.0) * (1.0 - crop_scale)
+        angle, shift = per_frame(angle), per_frame(shift)
         cos, sin = torch.cos(angle) * crop_scale, torch.sin(angle) * crop_scale
         theta = torch.stack(
             [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
         )
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    x = (x * uniform(brightness).view(b, 1, 1, 1)).clamp(0.0, 1.0)
+    x = (x * uniform(brightness).view(n, 1, 1, 1)).clamp(0.0, 1.0)
     grey = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
     mean = grey.mean(dim=(2, 3), keepdim=True)
-    x = ((x - mean) * uniform(contrast).view(b, 1, 1, 1) + mean).clamp(0.0, 1.0)
+    x = ((x - mean) * uniform(contrast).view(n, 1, 1, 1) + mean).clamp(0.0, 1.0)
     grey = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
-    x = ((x - grey) * uniform(saturation).view(b, 1, 1, 1) + grey).clamp(0.0, 1.0)
-    return (x * 2.0 - 1.0).to(images.dtype)
+    x = ((x - grey) * uniform(saturation).view(n, 1, 1, 1) + grey).clamp(0.0, 1.0)
+    return (x * 2.0 - 1.0).reshape(shape).to(images.dtype)
 
 
 def augment_camera(images: torch.Tensor, cfg, camera: str) -> torch.Tensor:

@@ -11,7 +11,9 @@
 ``policy=value_fn`` is SigLIP So400m/14 at 384 px + Gemma-3-270M; ``policy=value_fn_tiny``
 is the same code at small widths. Batches (from the DataModule with value labels)::
 
-    observation.images.<camera>  float[B, 3, S, S] in [-1, 1]
+    observation.images.<camera>  float[B, 3, S, S] in [-1, 1]; with ``frame_history`` (k
+                                 steps back each) float[B, T, 3, S, S], T = 1 + its length,
+                                 the oldest frame first: T frames of image tokens a camera
     task                         list[str] of B instructions
     frame_index                  long[B] episode steps (read only when ``time_horizon`` is set)
     value                        float[B] in [-1, 0] (training and validation only)
@@ -175,9 +177,12 @@ class ValueFunction(SavesPretrained, pl.LightningModule):
 
     # ----- the network ----------------------------------------------------------------------
     def _images(self, batch: dict[str, Any]) -> torch.Tensor:
-        """float[C, B, 3, S, S] of the configured cameras, or an error naming what is wrong."""
+        """float[C, B, 3, S, S] of the configured cameras (float[C, B, T, 3, S, S] with
+        ``frame_history``), or an error naming what is wrong."""
         have = sorted(k for k in batch if k.startswith("observation.images."))
         images = []
+        size, history = self.config.image_size, len(self.config.frame_history)
+        want = (3, size, size) if not history else (history + 1, 3, size, size)
         for cam in self.config.cameras:
             if image_key(cam) not in batch:
                 raise VlaexpError(
@@ -185,10 +190,16 @@ class ValueFunction(SavesPretrained, pl.LightningModule):
                     f"policy.cameras); the batch has {have}"
                 )
             img = batch[image_key(cam)]
-            size = self.config.image_size
-            if img.ndim != 4 or tuple(img.shape[1:]) != (3, size, size):
+            if img.ndim != len(want) + 1 or tuple(img.shape[1:]) != want:
+                frames = (
+                    f" ({history + 1} frames: policy.frame_history="
+                    f"{list(self.config.frame_history)} and the current one)"
+                    if history
+                    else ""
+                )
                 raise VlaexpError(
-                    f"{image_key(cam)} must be float[B, 3, {size}, {size}] (policy.image_size), "
+                    f"{image_key(cam)} must be float[B, {', '.join(map(str, want))}] "
+                    f"(policy.image_size{frames}), "
                     f"got {list(img.shape)}"
                 )
             if self.training and self.config.augment.enabled:
@@ -255,7 +266,10 @@ class ValueFunction(SavesPretrained, pl.LightningModule):
         b = images.shape[1]
         if len(batch["task"]) != b:
             raise VlaexpError(f"batch has {b} images per camera but {len(batch['task'])} tasks")
-        image_tokens = self.image_tokens(images.transpose(0, 1))
+        images = images.transpose(0, 1)  # [B, C, (T,) 3, S, S]
+        if self.config.frame_history:
+            images = images.flatten(1, 2)  # each frame of each camera: its own image tokens
+        image_tokens = self.image_tokens(images)
         if self.time_embed is not None:
             time = self.time_token(batch, b, use_step)
             image_tokens = torch.cat([image_tokens, time.to(image_tokens.dtype)], dim=1)
@@ -334,7 +348,7 @@ class ValueFunction(SavesPretrained, pl.LightningModule):
 
 
 # What a value function's inputs and outputs mean: a checkpoint that differs in these is refused.
-_OUTPUT_FIELDS = ("n_bins", "value_range", "cameras", "image_size", "time_horizon")
+_OUTPUT_FIELDS = ("n_bins", "value_range", "cameras", "image_size", "time_horizon", "frame_history")
 # Training settings a run may change when it starts from a saved value function.
 _TRAINING_FIELDS = ("loss", "sigma_bins", "c_fail", "time_dropout", "optimizer", "scheduler")
 
@@ -371,8 +385,8 @@ def make_value_function(cfg: DictConfig | dict[str, Any] | ValueFunctionConfig) 
     """A new value function from its config, or (with ``path``) a saved one to train further.
 
     A saved one must agree with the config on what its inputs and outputs mean (bins, value
-    range, cameras, image size, time horizon); the config's training settings (loss,
-    optimizer, ...) replace the saved ones.
+    range, cameras, image size, time horizon, frame history); the config's training settings
+    (loss, optimizer, ...) replace the saved ones.
     """
     config = to_value_config(cfg)
     if not config.path:
