@@ -502,3 +502,46 @@ def test_paired_arms_counts_wins_and_losses_on_the_same_seeds(tmp_path) -> None:
         paired_arms.paired(a, [arm("c0", [True] * 6, range(20, 26))])
     with pytest.raises(SystemExit, match="pair them one to one"):
         paired_arms.paired(a, b + b)
+
+
+def test_ranking_counts_the_midpoint_pairs_each_kind_of_failure_loses() -> None:
+    """ranking_from_predictions.py's pairs lost by kind of failure: a failure valued above a
+    success at their midpoints loses the pair, a tie half of it, and the AUROC with one kind
+    ranked rightly adds back just that kind's pairs."""
+    ranking = _experiment_script("ranking_from_predictions")
+
+    def episode(mid: float, ok: bool) -> tuple[np.ndarray, np.ndarray, bool]:
+        return np.zeros(5), np.array([-0.9, -0.8, mid, -0.2, -0.1]), ok  # midpoint: frame 2
+
+    episodes = {
+        0: episode(-0.3, True),
+        1: episode(-0.5, True),
+        2: episode(-0.2, False),  # above both successes: 2 pairs lost
+        3: episode(-0.5, False),  # below one, tied with the other: half a pair
+        4: episode(-0.9, False),  # below both
+    }
+    records = {
+        0: {},
+        1: {},
+        2: {"expert_fault": "wrong_target"},
+        3: {"expert_fault": "early_release", "expert_action_noise": 0.2},
+        4: {"expert_action_noise": 0.2},
+    }
+    lost = ranking.pairs_lost_by_fault(episodes, records)
+    assert sorted(lost) == ["early_release+noise", "none+noise", "wrong_target"]
+    assert lost["wrong_target"] == {
+        "failures": 1,
+        "pairs": 2,
+        "pairs_lost": 2.0,
+        "auroc_if_ranked_right": pytest.approx(1 - 0.5 / 6),
+    }
+    assert lost["early_release+noise"]["pairs_lost"] == 0.5
+    assert lost["none+noise"]["pairs_lost"] == 0.0
+    # the pairs lost are the AUROC's complement
+    mids = [e[1][2] for e in episodes.values()]
+    labels = [int(e[2]) for e in episodes.values()]
+    from torchmetrics.functional.classification import binary_auroc
+
+    auroc = float(binary_auroc(torch.tensor(mids), torch.tensor(labels)))
+    assert auroc == pytest.approx(1 - 2.5 / 6)
+    assert lost["none+noise"]["auroc_if_ranked_right"] == pytest.approx(auroc)

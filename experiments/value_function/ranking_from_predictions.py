@@ -84,6 +84,42 @@ def read_predictions(
     return out
 
 
+def fault_label(record: dict) -> str:
+    """A failure's scripted fault (``none`` without one), ``+noise`` where its actions were
+    jittered throughout: e.g. ``wrong_target``, ``early_release+noise``, ``none+noise``."""
+    label = record.get("expert_fault") or "none"
+    return label + ("+noise" if record.get("expert_action_noise") else "")
+
+
+def pairs_lost_by_fault(
+    episodes: dict[int, tuple[np.ndarray, np.ndarray, bool]], records: dict[int, dict]
+) -> dict[str, dict[str, float]]:
+    """Where the midpoint AUROC is lost: per kind of failure (:func:`fault_label`), its
+    failures, the (success, failure) pairs it takes part in and those the predictions order
+    wrongly (the failure's midpoint valued above the success's; a tie counts half), and the
+    AUROC the run would have with that kind's pairs all ordered rightly."""
+    mids = {e: (p[len(p) // 2], ok) for e, (_, p, ok) in episodes.items()}
+    successes = [m for m, ok in mids.values() if ok]
+    failures = [e for e, (_, ok) in mids.items() if not ok]
+    pairs = len(successes) * len(failures)
+    lost: dict[str, list[float]] = defaultdict(list)
+    for e in failures:
+        f = mids[e][0]
+        lost[fault_label(records[e])].append(
+            sum(1.0 if f > s else 0.5 if f == s else 0.0 for s in successes)
+        )
+    total = sum(sum(v) for v in lost.values())
+    return {
+        kind: {
+            "failures": len(v),
+            "pairs": len(v) * len(successes),
+            "pairs_lost": float(sum(v)),
+            "auroc_if_ranked_right": 1.0 - (total - sum(v)) / pairs,
+        }
+        for kind, v in sorted(lost.items())
+    }
+
+
 def run_metrics(run: Path, records: dict[int, dict]) -> dict[str, float]:
     _, predictions, logged = run_files(run)
     episodes = read_predictions(predictions, records)
@@ -119,6 +155,7 @@ def run_metrics(run: Path, records: dict[int, dict]) -> dict[str, float]:
         mids = [(t[len(t) // 2], p[len(p) // 2]) for t, p, ok in episodes.values() if ok == want]
         metrics[f"midpoint_mean_pred_{name}"] = float(np.mean([p for _, p in mids]))
         metrics[f"midpoint_mean_label_{name}"] = float(np.mean([t for t, _ in mids]))
+    metrics["midpoint_pairs_lost_by_fault"] = pairs_lost_by_fault(episodes, records)
     if logged.is_file():  # the same figures as value_eval wrote, where it computed them
         old = json.loads(logged.read_text())
         for key, value in metrics.items():
@@ -162,6 +199,25 @@ def main() -> None:
                 for k in kinds
             ]
             lines.append(f"| {run} | " + " | ".join(cells) + " |")
+    # the pairs each kind of failure loses (its midpoint valued above a success's)
+    faults = sorted({k for m in results.values() for k in m["midpoint_pairs_lost_by_fault"]})
+    lines += [
+        "",
+        "| run | "
+        + " | ".join(f"{k}: failures, pairs lost of pairs, AUROC if ranked right" for k in faults)
+        + " |",
+        "|---" * (len(faults) + 1) + "|",
+    ]
+    for run, m in results.items():
+        by = m["midpoint_pairs_lost_by_fault"]
+        cells = [
+            f"{by[k]['failures']}, {by[k]['pairs_lost']:g} of {by[k]['pairs']}, "
+            f"{by[k]['auroc_if_ranked_right']:.3f}"
+            if k in by
+            else "-"
+            for k in faults
+        ]
+        lines.append(f"| {run} | " + " | ".join(cells) + " |")
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=2))
     print("\n".join(lines))
