@@ -502,6 +502,14 @@ def test_paired_arms_counts_wins_and_losses_on_the_same_seeds(tmp_path) -> None:
         paired_arms.paired(a, [arm("c0", [True] * 6, range(20, 26))])
     with pytest.raises(SystemExit, match="pair them one to one"):
         paired_arms.paired(a, b + b)
+    # --common-seeds: a longer evaluation cut to the seeds of a shorter one
+    longer = [arm("l0", [False] * 4 + [True] * 4, range(10, 18))]
+    cut_a, cut_b = paired_arms.common_seeds(a, longer)
+    assert cut_a == a and list(cut_b[0]) == list(range(10, 16))
+    assert paired_arms.summary(cut_b)["successes"] == 2  # seeds 14 and 15 of the six
+    assert paired_arms.paired(cut_a, cut_b) == paired_arms.paired(a, [dict(cut_b[0])])
+    with pytest.raises(SystemExit, match="share no evaluation seed"):
+        paired_arms.common_seeds(a, [arm("d0", [True] * 2, range(30, 32))])
 
 
 def test_ranking_counts_the_midpoint_pairs_each_kind_of_failure_loses() -> None:

@@ -35,6 +35,23 @@ def summary(runs: list[dict[int, dict]]) -> dict:
     }
 
 
+def common_seeds(
+    a: list[dict[int, dict]], b: list[dict[int, dict]]
+) -> tuple[list[dict[int, dict]], list[dict[int, dict]]]:
+    """Each pair of runs cut to the evaluation seeds both ran (``--common-seeds``: e.g. a
+    20-episode evaluation against the first seeds of an 80-episode one)."""
+    if len(a) != len(b):
+        raise SystemExit(f"the arms have {len(a)} and {len(b)} runs: pair them one to one")
+    cut_a, cut_b = [], []
+    for ra, rb in zip(a, b, strict=True):
+        both = ra.keys() & rb.keys()
+        if not both:
+            raise SystemExit("paired runs share no evaluation seed")
+        cut_a.append({s: ra[s] for s in sorted(both)})
+        cut_b.append({s: rb[s] for s in sorted(both)})
+    return cut_a, cut_b
+
+
 def paired(a: list[dict[int, dict]], b: list[dict[int, dict]]) -> dict:
     """Wins (b succeeds where a fails) and losses of arm b against arm a, with McNemar's p."""
     if len(a) != len(b):
@@ -56,8 +73,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--a", nargs="+", type=Path, required=True, help="eval_info.json files")
     parser.add_argument("--b", nargs="+", type=Path, required=True, help="eval_info.json files")
+    parser.add_argument(
+        "--common-seeds",
+        action="store_true",
+        help="compare each pair of runs on the evaluation seeds both ran",
+    )
     args = parser.parse_args()
     a, b = [episodes(f) for f in args.a], [episodes(f) for f in args.b]
+    if args.common_seeds:
+        a, b = common_seeds(a, b)
     print(json.dumps({"a": summary(a), "b": summary(b), "b_vs_a": paired(a, b)}, indent=2))
 
 
