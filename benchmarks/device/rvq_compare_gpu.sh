@@ -63,8 +63,13 @@ export EXTRA_flow="stages=[collect,train]" EXTRA_rvq="stages=[collect,tokenizer_
 # the from-scratch row is then the earlier session's)
 export EXP_tok=rvq_policy_tabletop_spatial EXTRA_tok="stages=[collect,tokenizer_fit]" TOK=$R/${TOK_JOB:-rvq_policy_small-rvq}
 B=${BB_STEPS:-2000}
-export EXTRA_bb="stages=[collect,train] policy.backbone=$R/pi05_small-flow/checkpoints/last/pretrained_model \
-policy.action_tokenizer=$TOK trainer.max_steps=$B policy.scheduler.decay_steps=$B policy.optimizer.lr=${BB_LR:-1e-4}"
+# the fine-tune on a flow job's backbone (its run dir: $1), and a comparison's rows against it
+finetune_on() { echo "policy.backbone=$1/checkpoints/last/pretrained_model policy.action_tokenizer=$TOK \
+trainer.max_steps=$B policy.scheduler.decay_steps=$B policy.optimizer.lr=${BB_LR:-1e-4}"; }
+rows_against() { echo "eval.n_episodes=${CMP_EPISODES:-15} rvq_compare.flow_policy=$1 \
+rvq_compare.thresholds=${CMP_THRESHOLDS:-[2.0,3.0]} rvq_compare.monitors=${CMP_MONITORS:-[]} \
+rvq_compare.expected_modes=${CMP_EXPECTED:-[]}"; }
+export EXTRA_bb="stages=[collect,train] $(finetune_on $R/pi05_small-flow)"
 export WAIT_bb="$R/pi05_small-flow.rc $TOK/tokenizer/tokenizer.pt"
 # rvq_policy_small-bbhi: the same fine-tune at BBHI_LR (default 3e-4): the code head starts
 # from random weights, and at 1e-4 its layer-1 accuracy was still rising at the end
@@ -79,9 +84,7 @@ export EXTRA_jit="data.collect.episodes_per_task=200 data.collect.n_workers=${JI
 # value_fn_small-pert: issue 7's offline targets on faults and perturbed failures
 # (+experiment=value_tabletop_perturbed; midpoint_auroc_by_failure_kind in its value_eval.json)
 export EXP_pert=value_tabletop_perturbed EXTRA_pert="$EXTRA_jit"
-CMP="stages=[rvq_compare] eval.n_episodes=${CMP_EPISODES:-15} rvq_compare.flow_policy=$R/pi05_small-flow
-rvq_compare.thresholds=${CMP_THRESHOLDS:-[2.0,3.0]} rvq_compare.monitors=${CMP_MONITORS:-[]}
-rvq_compare.expected_modes=${CMP_EXPECTED:-[]}"
+CMP="stages=[rvq_compare] $(rows_against $R/pi05_small-flow)"
 export EXTRA_cmp="$CMP policy.path=$R/rvq_policy_small-rvq" WAIT_cmp="$R/rvq_policy_small-rvq.rc $R/pi05_small-flow.rc"
 export EXTRA_cmpbb="$CMP policy.path=$R/rvq_policy_small-bb ${CMPBB:-}" WAIT_cmpbb="$R/rvq_policy_small-bb.rc $R/pi05_small-flow.rc"
 # rvq_policy_small-cmpbbx: a second comparison of the backbone job's policy on another card,
@@ -103,8 +106,8 @@ export EXTRA_cmpbbhi="$CMP policy.path=$R/rvq_policy_small-bbhi" WAIT_cmpbbhi="$
 for k in ${CHAINS:-}; do
   export "EXTRA_flow$k=stages=[collect,train] seed=$k" "EXP_bbc$k=rvq_policy_tabletop_spatial"
   export "WAIT_bbc$k=$R/pi05_small-flow$k.rc $TOK/tokenizer/tokenizer.pt"
-  export "EXTRA_bbc$k=${EXTRA_bb//pi05_small-flow/pi05_small-flow$k} seed=$k ${CMP//pi05_small-flow/pi05_small-flow$k} \
-stages=[collect,train,rvq_compare] ${CMPC:-}"
+  export "EXTRA_bbc$k=stages=[collect,train,rvq_compare] seed=$k $(finetune_on $R/pi05_small-flow$k) \
+$(rows_against $R/pi05_small-flow$k) ${CMPC:-}"
 done
 bash benchmarks/device/tabletop_spatial_gpu.sh "[0,1]" 00:02:00:00 99999
 for p in rvq_policy_small-cmp rvq_policy_small-cmpbb rvq_policy_small-cmpbbx rvq_policy_small-cmpbbhi \
